@@ -1,0 +1,65 @@
+"""The ``ghga-tasks`` command line.
+
+Commands stay thin: parse options, call the core, print. Expected failures
+(``GhgaTasksError``) become one ``Error: …`` line and the error's exit code; ``-v``
+adds the traceback for people debugging. Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from ghga_tasks.core.errors import GhgaTasksError
+
+from .steps import step
+
+log = logging.getLogger("ghga_tasks")
+
+INTERRUPTED = 130
+
+
+def configure_logging(verbose: bool) -> None:
+    """Log lines to stderr; crypt4gh logs key material at DEBUG, so it never gets DEBUG."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("crypt4gh", "urllib3", "waitress"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class ErrorHandlingGroup(click.Group):
+    """Turns our errors into one line and an exit code instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GhgaTasksError as error:
+            if ctx.obj and ctx.obj.get("verbose"):
+                log.exception("details")
+            click.echo(f"Error: {error}", err=True)
+            ctx.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted: no partial file was kept.", err=True)
+            ctx.exit(INTERRUPTED)
+
+
+@click.group(cls=ErrorHandlingGroup)
+@click.option("-v", "--verbose", is_flag=True, help="Show debug logs and error details.")
+@click.version_option(package_name="ghga-tasks")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """Bulk-download controlled-access files from GHGA (the German Human Genome-Phenome
+    Archive), as a Snakemake workflow or from this command line."""
+    ctx.obj = {"verbose": verbose}
+    configure_logging(verbose)
+
+
+main.add_command(step)

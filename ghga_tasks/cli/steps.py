@@ -1,0 +1,60 @@
+"""``ghga-tasks step …``: the commands the Snakemake rules run, one per rule.
+
+They are public so a rule stays a one-line ``shell:`` call, but researchers use
+``ghga-tasks download`` instead.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ghga_tasks.core import batch
+from ghga_tasks.core.plan import apply_skip_policy
+from ghga_tasks.core.settings import Settings
+
+
+@click.group()
+def step() -> None:
+    """Single workflow steps, as the Snakemake rules run them."""
+
+
+@step.command("plan")
+@click.option(
+    "--settings",
+    "settings_json",
+    required=True,
+    help="The workflow config as JSON (the rule passes it).",
+)
+def plan_step(settings_json: str) -> None:
+    """Probe every file, write ghga_plan.tsv, apply the skip policy."""
+    settings = Settings.from_mapping(json.loads(settings_json))
+    entries = batch.plan_batch(settings)
+    apply_skip_policy(
+        entries,
+        skip_downloaded=settings.skip_downloaded,
+        skip_unavailable=settings.skip_unavailable,
+    )
+
+
+@step.command("download")
+@click.option(
+    "--settings",
+    "settings_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The settings file the plan step wrote.",
+)
+@click.argument("file_name")
+def download_step(settings_file: Path, file_name: str) -> None:
+    """Download one planned file (FILE_NAME as in ghga_plan.tsv)."""
+    batch.download_one(batch.load_settings(settings_file), file_name)
+
+
+@step.command("report")
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+def report_step(output_dir: Path) -> None:
+    """Write ghga_report.tsv from the plan and the per-file results."""
+    batch.write_report(output_dir)

@@ -1,0 +1,1 @@
+"""The core: no click, no snakemake, no printing. Returns values or raises GhgaTasksError."""

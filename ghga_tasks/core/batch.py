@@ -1,0 +1,173 @@
+"""The batch steps the Snakemake rules and the click CLI both run: one code path.
+
+    plan_batch      load the work package, check the key, probe, write ghga_plan.tsv
+    download_one    download one planned file, write its result record
+    write_report    ghga_report.tsv from the plan and the result records
+
+Files under ``<output_dir>/.ghga_tasks/`` are ours: the settings the plan step resolved
+(so download jobs use exactly the same ones) and one JSON result record per file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+
+from .api import DownloadApi, make_session
+from .download import DownloadResult, download_file, file_sha256
+from .errors import ConfigurationError
+from .keys import check_public_key
+from .plan import PLAN_FILE, PlanEntry, Status, plan_downloads, read_plan, write_plan
+from .settings import Settings
+from .work_package import FileSpec, WorkPackage, work_package_from_env
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = ".ghga_tasks"
+SETTINGS_FILE = "settings.json"
+REPORT_FILE = "ghga_report.tsv"
+REPORT_COLUMNS = [
+    "file_id",
+    "file_name",
+    "outcome",
+    "bytes",
+    "sha256",
+    "seconds",
+    "waited_seconds",
+    "content_sha256",
+]
+
+
+def plan_path(output_dir: Path) -> Path:
+    return output_dir / PLAN_FILE
+
+
+def settings_path(output_dir: Path) -> Path:
+    return output_dir / STATE_DIR / SETTINGS_FILE
+
+
+def result_path(output_dir: Path, file_name: str) -> Path:
+    return output_dir / STATE_DIR / "results" / f"{file_name}.json"
+
+
+def load_work_package(settings: Settings, environ: Mapping[str, str] | None = None) -> WorkPackage:
+    """The one swappable source of work package info (``work_package_source``)."""
+    if settings.work_package_source == "env":
+        return work_package_from_env(environ)
+    raise ConfigurationError(
+        setting="work_package_source", problem=f"unknown source {settings.work_package_source!r}"
+    )
+
+
+def download_api(work_package: WorkPackage, settings: Settings) -> DownloadApi:
+    token = work_package.work_order_token
+    return DownloadApi(
+        work_package.download_api_url,
+        session=make_session(retries=settings.range_retries),
+        token_for=lambda _file_id: token,
+        timeout=(settings.connect_timeout, settings.read_timeout),
+    )
+
+
+def plan_batch(settings: Settings, environ: Mapping[str, str] | None = None) -> list[PlanEntry]:
+    """Check the key, probe every file (starting staging), write the plan and settings."""
+    work_package = load_work_package(settings, environ)
+    check_public_key(settings.user_public_key, work_package.user_public_key)
+    log.info("work package of user %s: %d file(s)", work_package.user_id, len(work_package.files))
+    entries = plan_downloads(
+        work_package.files, download_api(work_package, settings), settings.output_dir
+    )
+    write_plan(entries, plan_path(settings.output_dir))
+    save_settings(settings)
+    return entries
+
+
+def save_settings(settings: Settings) -> None:
+    path = settings_path(settings.output_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(settings.to_json() + "\n")
+
+
+def load_settings(path: Path) -> Settings:
+    try:
+        return Settings.from_mapping(json.loads(path.read_text()))
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(setting=str(path), problem=f"unreadable ({error})") from None
+
+
+def download_one(
+    settings: Settings, file_name: str, environ: Mapping[str, str] | None = None
+) -> DownloadResult:
+    """Download the planned file ``file_name`` and record the result for the report."""
+    entry = _planned_entry(settings.output_dir, file_name)
+    work_package = load_work_package(settings, environ)
+    spec = _spec_in_package(work_package, entry)
+    check_public_key(settings.user_public_key, work_package.user_public_key)
+    result = download_file(spec, work_package, settings, download_api(work_package, settings))
+    record = result_path(settings.output_dir, file_name)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return result
+
+
+def _planned_entry(output_dir: Path, file_name: str) -> PlanEntry:
+    for entry in read_plan(plan_path(output_dir)):
+        if entry.file_name == file_name:
+            return entry
+    raise ConfigurationError(setting=file_name, problem=f"is not in {plan_path(output_dir)}")
+
+
+def _spec_in_package(work_package: WorkPackage, entry: PlanEntry) -> FileSpec:
+    for spec in work_package.files:
+        if spec.file_name == entry.file_name:
+            return spec
+    raise ConfigurationError(
+        setting=entry.file_name, problem="was planned but is no longer in the work package"
+    )
+
+
+def write_report(output_dir: Path) -> pd.DataFrame:
+    """One row per planned file, in plan order, from the result records."""
+    rows = [_report_row(output_dir, entry) for entry in read_plan(plan_path(output_dir))]
+    frame = pd.DataFrame(rows, columns=REPORT_COLUMNS)
+    path = output_dir / REPORT_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, sep="\t", index=False)
+    os.replace(tmp, path)
+    return frame
+
+
+def _report_row(output_dir: Path, entry: PlanEntry) -> dict[str, object]:
+    row: dict[str, object] = {
+        "file_id": entry.file_id,
+        "file_name": entry.file_name,
+        "outcome": "failed",
+        "bytes": 0,
+        "sha256": "",
+        "seconds": 0.0,
+        "waited_seconds": 0.0,
+        "content_sha256": entry.sha256,
+    }
+    final = output_dir / entry.file_name
+    record = result_path(output_dir, entry.file_name)
+    if entry.status == Status.UNAVAILABLE:
+        row["outcome"] = "skipped_unavailable"
+    elif entry.status == Status.DOWNLOADED:
+        row.update(
+            outcome="skipped_downloaded",
+            bytes=final.stat().st_size if final.exists() else 0,
+            sha256=file_sha256(final) if final.exists() else "",
+        )
+    elif record.exists() and final.exists():
+        result = json.loads(record.read_text())
+        row.update(
+            {k: v for k, v in result.items() if k in row and k != "file_id"}, outcome="downloaded"
+        )
+        row["content_sha256"] = result.get("content_sha256") or entry.sha256
+    return row

@@ -1,0 +1,120 @@
+"""Every error ghga-tasks raises on purpose, and the exit code it maps to.
+
+    GhgaTasksError                      exit 1   (base: anything we anticipated)
+    ├── ConfigurationError              exit 2   bad env var, config key, file ID or key file
+    ├── Cancelled                       exit 3   the user or the skip policy said stop
+    ├── StagingTimeout                  exit 4   a file was not staged within max_wait_time
+    ├── IntegrityError                  exit 5   bytes on disk are not what the archive sent
+    │   └── EnvelopeRejected            exit 5   envelope malformed or not written by GHGA
+    ├── PublicKeyMismatch               exit 6   the user's key file is not the archive's copy
+    ├── OutputExists                    exit 1   a final file exists and overwrite was not asked
+    ├── ApiError                        exit 1   the Download API answered something unusable
+    │   └── AuthorizationError          exit 1   401/403 from the Download API
+    └── TransferError                   exit 1   the object store did not deliver the bytes
+
+Each error takes keyword-only context and builds its own one-line message, so the
+CLI can print ``Error: <message>`` and Snakemake logs show the same line.
+"""
+
+from __future__ import annotations
+
+
+class GhgaTasksError(Exception):
+    """Base class: an anticipated failure with a human message and an exit code."""
+
+    exit_code = 1
+
+
+class ConfigurationError(GhgaTasksError):
+    """A setting (env var, config key, key file) is missing or invalid."""
+
+    exit_code = 2
+
+    def __init__(self, *, setting: str, problem: str) -> None:
+        self.setting = setting
+        self.problem = problem
+        super().__init__(f"{setting}: {problem}")
+
+
+class Cancelled(GhgaTasksError):
+    """The run was stopped on purpose (a prompt answer or the skip policy)."""
+
+    exit_code = 3
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class StagingTimeout(GhgaTasksError):
+    exit_code = 4
+
+    def __init__(self, *, file_id: str, waited_seconds: float, max_wait_time: float) -> None:
+        self.file_id = file_id
+        self.waited_seconds = waited_seconds
+        super().__init__(
+            f"{file_id} was still being staged after {waited_seconds:.0f} s "
+            f"(max_wait_time is {max_wait_time:.0f} s); run again later to resume"
+        )
+
+
+class IntegrityError(GhgaTasksError):
+    """What was written does not match what the archive said it would be."""
+
+    exit_code = 5
+
+    def __init__(self, *, file_id: str, problem: str) -> None:
+        self.file_id = file_id
+        self.problem = problem
+        super().__init__(f"{file_id}: integrity check failed: {problem}")
+
+
+class EnvelopeRejected(IntegrityError):
+    """The Crypt4GH envelope is malformed or was not written with GHGA's key."""
+
+    def __init__(self, *, file_id: str, problem: str) -> None:
+        super().__init__(file_id=file_id, problem=f"envelope rejected: {problem}")
+
+
+class PublicKeyMismatch(GhgaTasksError):
+    exit_code = 6
+
+    def __init__(self, *, key_file: str) -> None:
+        self.key_file = key_file
+        super().__init__(
+            f"the public key in {key_file} is not the key this work package was made for; "
+            "use the key pair you gave the GHGA data portal (config key user_public_key)"
+        )
+
+
+class OutputExists(GhgaTasksError):
+    def __init__(self, *, path: str) -> None:
+        self.path = path
+        super().__init__(f"{path} already exists and overwrite was not asked for")
+
+
+class ApiError(GhgaTasksError):
+    """The Download API answered with a status or body we cannot use."""
+
+    def __init__(
+        self, *, url: str, problem: str, status_code: int | None = None, file_id: str = ""
+    ) -> None:
+        self.url = url
+        self.status_code = status_code
+        self.file_id = file_id
+        status = f" (HTTP {status_code})" if status_code is not None else ""
+        subject = f"{file_id}: " if file_id else ""
+        super().__init__(f"{subject}{problem}{status} from {url}")
+
+
+class AuthorizationError(ApiError):
+    """401/403: the token is missing, expired or not for this file."""
+
+
+class TransferError(GhgaTasksError):
+    """The object store did not deliver the requested bytes."""
+
+    def __init__(self, *, file_id: str, problem: str) -> None:
+        self.file_id = file_id
+        self.problem = problem
+        super().__init__(f"{file_id}: download failed: {problem}")

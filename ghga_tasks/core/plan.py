@@ -1,0 +1,147 @@
+"""The download plan: probe every file once, classify it, and order the batch.
+
+Probing all files up front is the point: the archive starts staging a file when it is
+first asked for it, so asking for all of them at once lets staging overlap downloads
+(the official client asks for the next file only after the previous one is on disk).
+
+Order: staged files first (input order), then staging files by shortest Retry-After,
+then files that will not be downloaded (already there, unavailable).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import pandas as pd
+
+from .api import DownloadApi, ProbeResult, Staged, Staging
+from .errors import Cancelled, ConfigurationError
+from .work_package import FileSpec
+
+log = logging.getLogger(__name__)
+
+PLAN_FILE = "ghga_plan.tsv"
+PROBE_WORKERS = 8
+
+
+class Status(StrEnum):
+    STAGED = "staged"
+    STAGING = "staging"
+    UNAVAILABLE = "unavailable"
+    DOWNLOADED = "downloaded"
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    file_id: str
+    extension: str
+    file_name: str
+    status: Status
+    retry_after: float  # seconds; 0 unless staging
+    size: int  # encrypted object size when staged, else -1 (unknown)
+    sha256: str  # the archive's checksum of the decrypted content, "" when unknown
+
+    @property
+    def to_download(self) -> bool:
+        return self.status in (Status.STAGED, Status.STAGING)
+
+
+PLAN_COLUMNS = [name for name in PlanEntry.__dataclass_fields__]
+
+
+def classify(spec: FileSpec, probe: ProbeResult | None) -> PlanEntry:
+    """One plan row from a probe result (``None``: the file is already downloaded)."""
+    status, retry_after, size, sha256 = Status.UNAVAILABLE, 0.0, -1, ""
+    if probe is None:
+        status = Status.DOWNLOADED
+    elif isinstance(probe, Staged):
+        status, size, sha256 = Status.STAGED, probe.size, probe.sha256 or ""
+    elif isinstance(probe, Staging):
+        status, retry_after = Status.STAGING, probe.retry_after
+    return PlanEntry(
+        spec.file_id, spec.extension, spec.file_name, status, retry_after, size, sha256
+    )
+
+
+def order_entries(entries: list[PlanEntry]) -> list[PlanEntry]:
+    """Staged first, then staging by shortest wait, then the rest; stable by input order."""
+    rank = {Status.STAGED: 0, Status.STAGING: 1, Status.DOWNLOADED: 2, Status.UNAVAILABLE: 3}
+    return sorted(entries, key=lambda e: (rank[e.status], e.retry_after))
+
+
+def plan_downloads(
+    files: tuple[FileSpec, ...], api: DownloadApi, output_dir: Path
+) -> list[PlanEntry]:
+    """Probe every file not yet in ``output_dir`` (in parallel) and return the ordered plan."""
+    to_probe = [spec for spec in files if not (output_dir / spec.file_name).exists()]
+    with ThreadPoolExecutor(max_workers=PROBE_WORKERS, thread_name_prefix="probe") as pool:
+        probes = dict(
+            zip(to_probe, pool.map(lambda s: api.probe_object(s.file_id), to_probe), strict=True)
+        )
+    entries = [classify(spec, probes.get(spec)) for spec in files]
+    for entry in entries:
+        log.info(
+            "%s: %s%s",
+            entry.file_name,
+            entry.status,
+            f" (retry after {entry.retry_after:.0f} s)" if entry.retry_after else "",
+        )
+    return order_entries(entries)
+
+
+def apply_skip_policy(
+    entries: list[PlanEntry], *, skip_downloaded: bool, skip_unavailable: bool
+) -> None:
+    """Report files that won't be downloaded; cancel unless the policy says skip them."""
+    for status, skip, key in (
+        (Status.DOWNLOADED, skip_downloaded, "skip_downloaded"),
+        (Status.UNAVAILABLE, skip_unavailable, "skip_unavailable"),
+    ):
+        names = [e.file_name for e in entries if e.status == status]
+        if not names:
+            continue
+        what = (
+            "already in the output directory"
+            if status == Status.DOWNLOADED
+            else ("not available for download")
+        )
+        log.warning("%d file(s) %s: %s", len(names), what, ", ".join(names))
+        if not skip:
+            raise Cancelled(
+                f"{len(names)} file(s) {what}: {', '.join(names)}; "
+                f"set {key}: true to skip them, or remove them from the batch"
+            )
+        log.warning("skipping them (%s: true)", key)
+
+
+def write_plan(entries: list[PlanEntry], path: Path) -> None:
+    frame = pd.DataFrame([asdict(e) for e in entries], columns=PLAN_COLUMNS)
+    frame["status"] = frame["status"].astype(str)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, sep="\t", index=False)
+    tmp.replace(path)
+
+
+def read_plan(path: Path) -> list[PlanEntry]:
+    """Read a plan written by ``write_plan``; a damaged file is a clear error."""
+    try:
+        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        return [
+            PlanEntry(
+                file_id=str(row.file_id),
+                extension=str(row.extension),
+                file_name=str(row.file_name),
+                status=Status(row.status),
+                retry_after=float(row.retry_after),
+                size=int(row.size),
+                sha256=str(row.sha256),
+            )
+            for row in frame.itertuples(index=False)
+        ]
+    except (OSError, ValueError, KeyError, AttributeError, pd.errors.ParserError) as error:
+        raise ConfigurationError(setting=str(path), problem=f"unreadable plan ({error})") from None

@@ -1,0 +1,96 @@
+"""One typed settings object, passed explicitly to everything that needs a setting.
+
+Field names are the Snakemake config keys (CONTRACT.md), so ``Settings.from_mapping(config)``
+works on a Snakemake config and on the JSON the plan step writes for the download jobs.
+``workflow/schemas/config.schema.yaml`` declares the same keys; a test keeps them in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigurationError
+
+WORK_PACKAGE_SOURCES = ("env",)
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    output_dir: Path = Path("downloads")
+    work_package_source: str = "env"
+    user_public_key: Path = Path("key.pub")
+    user_private_key: Path = Path("key.sec")
+    skip_downloaded: bool = False
+    skip_unavailable: bool = False
+    overwrite: bool = False
+    max_wait_time: float = 3600.0
+    connections: int = 4
+    part_size: int = 16 * 1024 * 1024
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    range_retries: int = 5
+
+    def __post_init__(self) -> None:
+        if self.work_package_source not in WORK_PACKAGE_SOURCES:
+            raise ConfigurationError(
+                setting="work_package_source",
+                problem=f"{self.work_package_source!r} is not one of {WORK_PACKAGE_SOURCES}",
+            )
+        for name in ("connections", "part_size", "range_retries"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(setting=name, problem="must be at least 1")
+        for name in ("max_wait_time", "connect_timeout", "read_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(setting=name, problem="must be greater than 0")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        """Build from a config mapping; unknown keys are ignored (a consumer's config may
+        carry its own), known ones are converted to the field's type."""
+        converted: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            if spec.name in values and values[spec.name] is not None:
+                converted[spec.name] = _convert(spec.name, spec.type, values[spec.name])
+        return cls(**converted)
+
+    def to_json(self) -> str:
+        values = {key: str(v) if isinstance(v, Path) else v for key, v in self.as_dict().items()}
+        return json.dumps(values, indent=2, sort_keys=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def parse_bool(value: Any, *, setting: str) -> bool:
+    """``--config skip_unavailable=true`` arrives as the string 'true'; accept what users type."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigurationError(setting=setting, problem=f"{value!r} is not true or false")
+
+
+def _convert(name: str, type_name: Any, value: Any) -> Any:
+    converters: dict[str, Callable[[Any], Any]] = {
+        "Path": lambda v: Path(str(v)),
+        "str": str,
+        "bool": lambda v: parse_bool(v, setting=name),
+        "int": int,
+        "float": float,
+    }
+    try:
+        return converters[str(type_name)](value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            setting=name, problem=f"{value!r} is not a valid {type_name}"
+        ) from None
