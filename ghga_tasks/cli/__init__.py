@@ -15,6 +15,8 @@ import click
 
 from ghga_tasks.core.errors import GhgaTasksError
 
+from .decrypt import decrypt
+from .download import download, plan
 from .steps import step
 
 log = logging.getLogger("ghga_tasks")
@@ -62,4 +64,5 @@ def main(ctx: click.Context, verbose: bool) -> None:
     configure_logging(verbose)
 
 
-main.add_command(step)
+for command in (download, plan, decrypt, step):
+    main.add_command(command)

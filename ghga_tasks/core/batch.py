@@ -16,12 +16,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from .api import DownloadApi, make_session
 from .download import DownloadResult, download_file, file_sha256
-from .errors import ConfigurationError
+from .errors import ConfigurationError, GhgaTasksError
 from .keys import check_public_key
 from .plan import PLAN_FILE, PlanEntry, Status, plan_downloads, read_plan, write_plan
 from .settings import Settings
@@ -41,6 +42,7 @@ REPORT_COLUMNS = [
     "seconds",
     "waited_seconds",
     "content_sha256",
+    "error",
 ]
 
 
@@ -54,6 +56,28 @@ def settings_path(output_dir: Path) -> Path:
 
 def result_path(output_dir: Path, file_name: str) -> Path:
     return output_dir / STATE_DIR / "results" / f"{file_name}.json"
+
+
+def failure_path(output_dir: Path, file_name: str) -> Path:
+    return output_dir / STATE_DIR / "failures" / f"{file_name}.json"
+
+
+def record_failure(output_dir: Path, file_name: str, error: GhgaTasksError) -> None:
+    """Keep why a download failed, for the report and the CLI's exit code.
+
+    Not a declared Snakemake output: Snakemake deletes those when a job fails.
+    """
+    path = failure_path(output_dir, file_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"file_name": file_name, "exit_code": error.exit_code, "error": str(error)}
+    path.write_text(json.dumps(record) + "\n")
+
+
+def read_failures(output_dir: Path) -> list[dict[str, Any]]:
+    folder = output_dir / STATE_DIR / "failures"
+    if not folder.is_dir():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
 def load_work_package(settings: Settings, environ: Mapping[str, str] | None = None) -> WorkPackage:
@@ -104,7 +128,18 @@ def load_settings(path: Path) -> Settings:
 def download_one(
     settings: Settings, file_name: str, environ: Mapping[str, str] | None = None
 ) -> DownloadResult:
-    """Download the planned file ``file_name`` and record the result for the report."""
+    """Download the planned file ``file_name`` and record the result (or the failure)."""
+    failure_path(settings.output_dir, file_name).unlink(missing_ok=True)
+    try:
+        return _download_and_record(settings, file_name, environ)
+    except GhgaTasksError as error:
+        record_failure(settings.output_dir, file_name, error)
+        raise
+
+
+def _download_and_record(
+    settings: Settings, file_name: str, environ: Mapping[str, str] | None
+) -> DownloadResult:
     entry = _planned_entry(settings.output_dir, file_name)
     work_package = load_work_package(settings, environ)
     spec = _spec_in_package(work_package, entry)
@@ -153,6 +188,7 @@ def _report_row(output_dir: Path, entry: PlanEntry) -> dict[str, object]:
         "seconds": 0.0,
         "waited_seconds": 0.0,
         "content_sha256": entry.sha256,
+        "error": "",
     }
     final = output_dir / entry.file_name
     record = result_path(output_dir, entry.file_name)
@@ -164,6 +200,8 @@ def _report_row(output_dir: Path, entry: PlanEntry) -> dict[str, object]:
             bytes=final.stat().st_size if final.exists() else 0,
             sha256=file_sha256(final) if final.exists() else "",
         )
+    elif failure_path(output_dir, entry.file_name).exists():
+        row["error"] = json.loads(failure_path(output_dir, entry.file_name).read_text())["error"]
     elif record.exists() and final.exists():
         result = json.loads(record.read_text())
         row.update(

@@ -68,6 +68,16 @@ class Settings:
         return dataclasses.asdict(self)
 
 
+def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn the strings users type for booleans ("true", "no", ...) into booleans.
+
+    Snakemake's ``--config key=value`` only makes ``True``/``False`` booleans, so a JSON
+    schema would reject ``true`` and a plain truth test would accept ``false``.
+    """
+    bools = [f.name for f in dataclasses.fields(Settings) if f.type == "bool"]
+    return {key: parse_bool(config[key], setting=key) for key in bools if key in config}
+
+
 def parse_bool(value: Any, *, setting: str) -> bool:
     """``--config skip_unavailable=true`` arrives as the string 'true'; accept what users type."""
     if isinstance(value, bool):

@@ -1,0 +1,169 @@
+"""``ghga-tasks download`` and ``ghga-tasks plan``."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from ghga_tasks.core import batch
+from ghga_tasks.core.errors import Cancelled, GhgaTasksError
+from ghga_tasks.core.plan import PlanEntry, Status, apply_skip_policy
+from ghga_tasks.core.settings import Settings
+
+from .options import build_settings
+from .progress import ProgressWatcher, human_bytes
+from .workflow import WorkflowFailed, run_workflow
+
+config_file_option = click.option(
+    "--config-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Workflow config YAML (default: config/config.yaml here, if present).",
+)
+output_dir_option = click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The download location (config key output_dir; default: downloads).",
+)
+
+
+def stdin_is_interactive() -> bool:
+    """Whether a person can answer a prompt (tests replace this)."""
+    return sys.stdin.isatty()
+
+
+def ask_skip(entries: list[PlanEntry], status: Status, preset: bool, flag: str) -> bool:
+    """Show the files with ``status``; return whether to skip them (or cancel)."""
+    names = [e.file_name for e in entries if e.status == status]
+    if not names:
+        return preset
+    heading = {
+        Status.DOWNLOADED: "already exist in the download location",
+        Status.UNAVAILABLE: "are not available for download",
+    }[status]
+    click.echo(f"\n{len(names)} file(s) {heading}:")
+    for name in names:
+        click.echo(f"  {name}")
+    if preset:
+        click.echo(f"Skipping them ({flag}).")
+        return True
+    if not stdin_is_interactive():
+        raise Cancelled(f"{len(names)} file(s) {heading}; pass {flag} to skip them")
+    if click.confirm("Skip these files and download the rest? (No cancels the run)", default=False):
+        return True
+    raise Cancelled("cancelled: nothing was downloaded")
+
+
+def show_plan(entries: list[PlanEntry], output_dir: Path) -> None:
+    """The plan as a table, then the totals and a disk-space check."""
+    click.echo(f"{'file':<40} {'size':>10}  {'status':<12} wait")
+    for e in entries:
+        size = human_bytes(e.size) if e.size >= 0 else "?"
+        wait = f"{e.retry_after:.0f} s" if e.status == Status.STAGING else ""
+        click.echo(f"{e.file_name:<40} {size:>10}  {e.status:<12} {wait}")
+    needed = sum(max(e.size, 0) for e in entries if e.to_download)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(output_dir).free
+    count = sum(e.to_download for e in entries)
+    click.echo(
+        f"\n{count} file(s) to download, {human_bytes(needed)} known so far; "
+        f"{human_bytes(free)} free in {output_dir}"
+    )
+    if needed > free:
+        click.echo("Warning: not enough free space for this batch.", err=True)
+
+
+def show_report(output_dir: Path) -> None:
+    frame = pd.read_csv(output_dir / batch.REPORT_FILE, sep="\t", dtype=str, keep_default_na=False)
+    click.echo("\nSummary:")
+    for row in frame.itertuples(index=False):
+        size = human_bytes(int(row.bytes)) if row.bytes not in ("", "0") else ""
+        note = f"  {row.error}" if row.error else ""
+        click.echo(f"  {row.file_name:<40} {row.outcome:<20} {size}{note}")
+    click.echo(f"Report: {output_dir / batch.REPORT_FILE}")
+
+
+@click.command()
+@output_dir_option
+@click.option("--skip-downloaded", is_flag=True, help="Skip files that already exist.")
+@click.option("--skip-unavailable", is_flag=True, help="Skip files that can't be downloaded.")
+@click.option("--yes", "-y", is_flag=True, help="Answer both questions with 'skip'.")
+@click.option(
+    "--cores", default=1, show_default=True, help="Snakemake cores (downloads stay one at a time)."
+)
+@config_file_option
+@click.pass_context
+def download(
+    ctx: click.Context,
+    output_dir: Path | None,
+    skip_downloaded: bool,
+    skip_unavailable: bool,
+    yes: bool,
+    cores: int,
+    config_file: Path | None,
+) -> None:
+    """Plan the batch, ask about existing and unavailable files, then download the rest
+    with the Snakemake workflow (one file at a time, several connections each)."""
+    settings = build_settings(config_file, output_dir=output_dir)
+    entries = batch.plan_batch(settings)
+    settings = dataclasses.replace(
+        settings,
+        skip_downloaded=ask_skip(
+            entries, Status.DOWNLOADED, skip_downloaded or yes, "--skip-downloaded"
+        ),
+        skip_unavailable=ask_skip(
+            entries, Status.UNAVAILABLE, skip_unavailable or yes, "--skip-unavailable"
+        ),
+    )
+    apply_skip_policy(
+        entries,
+        skip_downloaded=settings.skip_downloaded,
+        skip_unavailable=settings.skip_unavailable,
+    )
+    batch.save_settings(settings)
+    click.echo(
+        f"\nDownloading {sum(e.to_download for e in entries)} file(s) to {settings.output_dir}"
+    )
+    _run_and_report(settings, entries, cores=cores, verbose=ctx.obj["verbose"])
+
+
+def _run_and_report(
+    settings: Settings, entries: list[PlanEntry], *, cores: int, verbose: bool
+) -> None:
+    try:
+        with ProgressWatcher(settings.output_dir, entries):
+            run_workflow(settings, cores=cores, verbose=verbose)
+    except WorkflowFailed as failed:
+        batch.write_report(settings.output_dir)
+        show_report(settings.output_dir)
+        raise _job_error(settings.output_dir) or failed from None
+    show_report(settings.output_dir)
+
+
+class JobFailed(GhgaTasksError):
+    """A download job's own error, recorded by the job, re-raised with its exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _job_error(output_dir: Path) -> GhgaTasksError | None:
+    """The first failed job's error, so the exit code says what went wrong (4, 5, ...)."""
+    failures = batch.read_failures(output_dir)
+    if not failures:
+        return None
+    return JobFailed(failures[0]["error"], int(failures[0]["exit_code"]))
+
+
+@click.command()
+@output_dir_option
+@config_file_option
+def plan(output_dir: Path | None, config_file: Path | None) -> None:
+    """Probe every file (this starts staging) and show the plan; downloads nothing."""
+    settings = build_settings(config_file, output_dir=output_dir)
+    show_plan(batch.plan_batch(settings), settings.output_dir)

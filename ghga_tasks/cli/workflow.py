@@ -1,0 +1,66 @@
+"""Running the packaged Snakemake workflow from the CLI, through Snakemake's Python API.
+
+The CLI never downloads by itself: ``ghga-tasks download`` plans, asks, and then runs the
+same rules ``snakemake --cores 1`` runs, so both paths share every guarantee.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.resources import files
+from pathlib import Path
+
+from ghga_tasks.core.batch import REPORT_FILE
+from ghga_tasks.core.errors import GhgaTasksError
+from ghga_tasks.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class WorkflowFailed(GhgaTasksError):
+    """Snakemake stopped with a failed job; the job's own error is in its log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+
+
+def packaged_snakefile() -> Path:
+    return Path(str(files("ghga_tasks.workflow").joinpath("ghga_tasks.smk")))
+
+
+def run_workflow(settings: Settings, *, cores: int, verbose: bool) -> None:
+    """Run the download rules for ``settings`` in the current directory."""
+    # Imported here: Snakemake takes a second to import and most commands don't need it.
+    from snakemake.api import SnakemakeApi
+    from snakemake.exceptions import WorkflowError
+    from snakemake.settings.enums import Quietness, RerunTrigger
+    from snakemake.settings.types import (
+        ConfigSettings,
+        DAGSettings,
+        OutputSettings,
+        ResourceSettings,
+        SchedulingSettings,
+    )
+
+    quiet = None if verbose else {Quietness.ALL}
+    config = {key: str(v) if isinstance(v, Path) else v for key, v in settings.as_dict().items()}
+    target = str(settings.output_dir / REPORT_FILE)
+    try:
+        with SnakemakeApi(OutputSettings(quiet=quiet, show_failed_logs=verbose)) as api:
+            workflow = api.workflow(
+                resource_settings=ResourceSettings(cores=cores),
+                config_settings=ConfigSettings(config=config),
+                snakefile=packaged_snakefile(),
+                workdir=Path.cwd(),
+            )
+            dag = workflow.dag(
+                DAGSettings(
+                    targets={target},
+                    # Same as profiles/default: upgrading ghga-tasks never re-downloads.
+                    rerun_triggers={RerunTrigger.MTIME, RerunTrigger.PARAMS, RerunTrigger.INPUT},
+                )
+            )
+            dag.execute_workflow(scheduling_settings=SchedulingSettings(scheduler="greedy"))
+    except WorkflowError as error:
+        log.debug("Snakemake: %s", error)
+        raise WorkflowFailed("a workflow step failed; see the log it names") from None

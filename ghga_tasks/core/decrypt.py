@@ -1,0 +1,115 @@
+"""Decrypting downloaded ``.c4gh`` files and checking them against the archive's checksum.
+
+The archive's SHA-256 of each decrypted file comes with the DRS object; the download
+records it in ``ghga_report.tsv`` (and the plan), so decryption can prove the plaintext
+is exactly what GHGA holds. Output is written to ``<name>.part`` and renamed when the
+checksum matches (or none is known); an existing output is never overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import pandas as pd
+from crypt4gh import lib
+from crypt4gh.keys import get_private_key
+
+from .errors import ConfigurationError, IntegrityError, OutputExists
+from .plan import PLAN_FILE
+from .work_package import C4GH_SUFFIX, PART_SUFFIX
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "ghga_report.tsv"
+
+
+@dataclass(frozen=True)
+class DecryptResult:
+    source: Path
+    output: Path
+    sha256: str
+    verified: bool  # False when the archive's checksum is unknown
+
+
+def load_private_key(path: Path, ask_passphrase: Callable[[], str]) -> bytes:
+    """Read a Crypt4GH private key; ``ask_passphrase`` is only called for a locked key."""
+    if not path.is_file():
+        raise ConfigurationError(setting="private key", problem=f"no key file at {path}")
+    try:
+        return bytes(get_private_key(str(path), ask_passphrase))
+    except (ValueError, NotImplementedError) as error:
+        raise ConfigurationError(
+            setting="private key", problem=f"cannot read {path} ({error or 'wrong passphrase?'})"
+        ) from None
+
+
+def known_checksums(input_dir: Path) -> dict[str, str]:
+    """Archive checksums by ``.c4gh`` file name, from the report or else the plan."""
+    for name, column in ((REPORT_FILE, "content_sha256"), (PLAN_FILE, "sha256")):
+        path = input_dir / name
+        if path.is_file():
+            frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+            if column in frame and "file_name" in frame:
+                return {n: c for n, c in zip(frame["file_name"], frame[column], strict=True) if c}
+    return {}
+
+
+def encrypted_files(input_dir: Path) -> list[Path]:
+    """Every finished download: ``*.c4gh`` files, never ``*.c4gh.part``."""
+    return sorted(p for p in input_dir.iterdir() if p.is_file() and p.name.endswith(C4GH_SUFFIX))
+
+
+def decrypt_file(
+    source: Path, output_dir: Path, private_key: bytes, expected_sha256: str | None
+) -> DecryptResult:
+    """Decrypt one file to ``output_dir/<name without .c4gh>``; verify when we can."""
+    output = output_dir / source.name.removesuffix(C4GH_SUFFIX)
+    if output.exists():
+        raise OutputExists(path=str(output))
+    part = output.with_name(output.name + PART_SUFFIX)
+    try:
+        with source.open("rb") as infile, part.open("wb") as outfile:
+            digest = _decrypt_stream(infile, outfile, private_key, source)
+        if expected_sha256 and digest != expected_sha256:
+            raise IntegrityError(
+                file_id=source.name,
+                problem=f"decrypted SHA-256 {digest} is not the archive's {expected_sha256}",
+            )
+        os.replace(part, output)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    log.info(
+        "%s -> %s (%s)",
+        source.name,
+        output.name,
+        "verified" if expected_sha256 else "no archive checksum to verify against",
+    )
+    return DecryptResult(source, output, digest, bool(expected_sha256))
+
+
+class _HashingWriter:
+    """Passes writes through to a file and hashes them on the way."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.stream.write(data)
+
+
+def _decrypt_stream(infile: BinaryIO, outfile: BinaryIO, private_key: bytes, source: Path) -> str:
+    writer = _HashingWriter(outfile)
+    try:
+        lib.decrypt([(0, private_key, None)], infile, writer)
+    except (ValueError, OSError) as error:
+        raise IntegrityError(file_id=source.name, problem=f"cannot decrypt ({error})") from None
+    return writer.digest.hexdigest()

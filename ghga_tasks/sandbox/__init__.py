@@ -1,0 +1,56 @@
+"""A local GHGA-compatible Download API and object store, for tests and demos.
+
+Serves the Download Controller (GA4GH DRS) API and an S3-like outbox with presigned,
+expiring URLs on loopback, with real Crypt4GH content and injectable faults. See
+``ghga-protocol.md`` §8 for what it mirrors. Typical use::
+
+    with Sandbox(files=DEFAULT_FILES, user_public_key=pk) as sandbox:
+        env = sandbox.env()          # GHGA_* variables for a client
+"""
+
+from ghga_tasks.sandbox.app import RequestLog, RequestRecord, Router
+from ghga_tasks.sandbox.dcs import AuthContext, AuthPolicy, optional_bearer
+from ghga_tasks.sandbox.faults import Faults, InjectedFault
+from ghga_tasks.sandbox.files import (
+    ENVELOPE_SIZE,
+    SandboxFile,
+    StoredFile,
+    encrypted_size,
+    guard_crypt4gh_key_logs,
+)
+from ghga_tasks.sandbox.server import (
+    DEFAULT_FILES,
+    Sandbox,
+    UserKeyFiles,
+    ensure_user_keypair,
+    format_env,
+    parse_file_specs,
+    parse_size,
+    sandbox_file_id,
+    serve,
+)
+
+__all__ = [
+    "DEFAULT_FILES",
+    "ENVELOPE_SIZE",
+    "AuthContext",
+    "AuthPolicy",
+    "Faults",
+    "InjectedFault",
+    "RequestLog",
+    "RequestRecord",
+    "Router",
+    "Sandbox",
+    "SandboxFile",
+    "StoredFile",
+    "UserKeyFiles",
+    "encrypted_size",
+    "ensure_user_keypair",
+    "format_env",
+    "guard_crypt4gh_key_logs",
+    "optional_bearer",
+    "parse_file_specs",
+    "parse_size",
+    "sandbox_file_id",
+    "serve",
+]

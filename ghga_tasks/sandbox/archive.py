@@ -1,0 +1,158 @@
+"""The sandbox's archive state: which files exist, which are staged, their faults.
+
+Shared by the Download Controller and the outbox handlers, which run on many server
+threads at once, so every piece of mutable state here sits behind one lock.
+
+Staging follows the real DCS (protocol §2 D2): a file not yet in the outbox answers 202
+and the *first* 202 starts staging; later probes see the remaining time as
+``Retry-After``, an integer clamped to ``[retry_after_min, retry_after_max]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ghga_tasks.sandbox.faults import Faults
+from ghga_tasks.sandbox.files import (
+    SandboxFile,
+    StoredFile,
+    generate_secret_key,
+    make_envelope,
+    public_key_of,
+    store_file,
+)
+from ghga_tasks.sandbox.presign import Presigner
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Staged:
+    """The file is in the outbox."""
+
+    file: StoredFile
+
+
+@dataclass(frozen=True)
+class Staging:
+    """The file is being staged; ask again in ``retry_after`` seconds."""
+
+    retry_after: int
+
+
+@dataclass(frozen=True)
+class Missing:
+    """No such file in the archive (unknown ID or ``available=False``)."""
+
+
+Probe = Staged | Staging | Missing
+
+
+class Archive:
+    """Generated files plus the mutable staging and fault state around them."""
+
+    def __init__(
+        self,
+        files: Sequence[SandboxFile],
+        workdir: Path,
+        *,
+        url_ttl: float = 30.0,
+        retry_after_min: int = 1,
+        retry_after_max: int = 300,
+        ghga_secret_key: bytes | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.specs = _index_specs(files)
+        self.url_ttl = url_ttl
+        self.retry_after_min = retry_after_min
+        self.retry_after_max = retry_after_max
+        self.presigner = Presigner()
+        self._ghga_secret_key = ghga_secret_key or generate_secret_key()
+        self.ghga_public_key = public_key_of(self._ghga_secret_key)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._staging_started: dict[str, float] = {}
+        self._faults: dict[str, Faults] = {}
+        self.stored = {spec.file_id: store_file(spec, workdir) for spec in files if spec.available}
+        self._by_object = {stored.object_id: stored for stored in self.stored.values()}
+
+    def probe(self, file_id: str) -> Probe:
+        """Answer a DRS object request; the first probe of an unstaged file starts staging."""
+        stored = self.stored.get(file_id)
+        if stored is None:
+            return Missing()
+        stage_seconds = stored.spec.stage_seconds
+        if stage_seconds == 0:
+            return Staged(stored)
+        now = self._clock()
+        with self._lock:
+            started = self._staging_started.setdefault(file_id, now)
+        remaining = started + stage_seconds - now
+        if remaining <= 0:
+            return Staged(stored)
+        return Staging(self._retry_after(remaining))
+
+    def in_outbox(self, file_id: str) -> bool:
+        """Whether the object can be fetched now (no side effect, unlike :meth:`probe`)."""
+        stored = self.stored.get(file_id)
+        if stored is None:
+            return False
+        if stored.spec.stage_seconds == 0:
+            return True
+        with self._lock:
+            started = self._staging_started.get(file_id)
+        return started is not None and self._clock() >= started + stored.spec.stage_seconds
+
+    def by_object_id(self, object_id: str) -> StoredFile | None:
+        """The file stored under an outbox object UUID."""
+        return self._by_object.get(object_id)
+
+    def envelope(self, file_id: str, user_public_key: bytes) -> bytes | None:
+        """The file's Crypt4GH envelope for ``user_public_key``; None if there is no file."""
+        stored = self.stored.get(file_id)
+        if stored is None:
+            return None
+        return make_envelope(stored.session_key, self._ghga_secret_key, user_public_key)
+
+    def url_ttl_for(self, file_id: str) -> float:
+        """Lifetime of a presigned URL issued now for ``file_id`` (a fault may shorten it)."""
+        faults = self.faults(file_id)
+        fault_ttl = faults.take_url_ttl() if faults else None
+        return self.url_ttl if fault_ttl is None else fault_ttl
+
+    def faults(self, file_id: str) -> Faults | None:
+        with self._lock:
+            return self._faults.get(file_id)
+
+    def set_faults(self, file_id: str, faults: Faults) -> Faults:
+        if file_id not in self.specs:
+            raise KeyError(f"no sandbox file {file_id!r}")
+        with self._lock:
+            self._faults[file_id] = faults
+        return faults
+
+    def clear_faults(self, file_id: str | None = None) -> None:
+        with self._lock:
+            if file_id is None:
+                self._faults.clear()
+            else:
+                self._faults.pop(file_id, None)
+
+    def _retry_after(self, remaining: float) -> int:
+        seconds = self.retry_after_max if math.isinf(remaining) else math.ceil(remaining)
+        return max(self.retry_after_min, min(self.retry_after_max, seconds))
+
+
+def _index_specs(files: Sequence[SandboxFile]) -> dict[str, SandboxFile]:
+    specs: dict[str, SandboxFile] = {}
+    for spec in files:
+        if spec.file_id in specs:
+            raise ValueError(f"duplicate sandbox file ID {spec.file_id}")
+        specs[spec.file_id] = spec
+    return specs

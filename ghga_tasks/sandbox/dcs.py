@@ -1,0 +1,119 @@
+"""The Download Controller (GA4GH DRS) API as the GHGA DCS serves it (protocol §2 D1-D3).
+
+Auth hook: every object route first asks an :data:`AuthPolicy` who is calling. In env
+mode (:func:`optional_bearer`) a ``Bearer`` header is accepted but not required, and the
+envelope goes to the configured user key. A later work-order-token policy verifies the
+JWT, answers 401/403 itself (returning a :class:`Response`), and otherwise returns the
+token's ``user_public_crypt4gh_key`` and ``accession``, which is where the real DCS
+takes the envelope's recipient from.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ghga_tasks.sandbox.app import Request, Response, Router, httpyexpect_error, json_response
+from ghga_tasks.sandbox.archive import Archive, Missing, Staged, Staging
+from ghga_tasks.sandbox.files import StoredFile
+from ghga_tasks.sandbox.presign import OUTBOX_PATH
+
+logger = logging.getLogger(__name__)
+
+DCS_BASE_PATH = "/ga4gh/drs/v1"
+_OBJECT_ID = r"(?P<object_id>[^/]+)"
+
+
+@dataclass(frozen=True)
+class AuthContext:
+    """What the caller's credentials say: whose key gets envelopes, for which file."""
+
+    user_public_key: bytes
+    accession: str | None = None  # None: any file
+
+
+AuthPolicy = Callable[[Request, str], "AuthContext | Response"]
+
+
+def optional_bearer(user_public_key: bytes) -> AuthPolicy:
+    """Env-mode policy: any or no ``Authorization`` header; envelopes for this key."""
+    context = AuthContext(user_public_key=user_public_key)
+
+    def policy(request: Request, object_id: str) -> AuthContext | Response:
+        return context
+
+    return policy
+
+
+def no_such_object(object_id: str) -> Response:
+    """The DCS's 404 for unknown or unavailable files."""
+    response = httpyexpect_error(
+        404, "noSuchObject", "The requested DrsObject wasn't found", {"object_id": object_id}
+    )
+    response.file_id = object_id
+    return response
+
+
+class DownloadControllerApi:
+    """Handlers for ``/health``, ``/objects/{id}`` and ``/objects/{id}/envelopes``."""
+
+    def __init__(self, archive: Archive, auth: AuthPolicy) -> None:
+        self.archive = archive
+        self.auth = auth
+
+    def register(self, router: Router, base_path: str = DCS_BASE_PATH) -> None:
+        router.add("GET", f"{base_path}/health", self.health)
+        router.add("GET", f"{base_path}/objects/{_OBJECT_ID}", self.get_object)
+        router.add("GET", f"{base_path}/objects/{_OBJECT_ID}/envelopes", self.get_envelope)
+
+    def health(self, request: Request) -> Response:
+        return json_response(200, {"status": "OK"})
+
+    def get_object(self, request: Request, object_id: str) -> Response:
+        """D2: the DRS object (200), still staging (202) or no such object (404)."""
+        context = self.auth(request, object_id)
+        if isinstance(context, Response):
+            return context
+        match self.archive.probe(object_id):
+            case Staged(file=stored):
+                response = self._drs_object(request, stored)
+            case Staging(retry_after=seconds):
+                response = json_response(
+                    202,
+                    None,
+                    headers=[("Retry-After", str(seconds)), ("Cache-Control", "no-store")],
+                )
+            case Missing():
+                response = no_such_object(object_id)
+        response.file_id = object_id
+        return response
+
+    def get_envelope(self, request: Request, object_id: str) -> Response:
+        """D3: a JSON string, base64 of the 124-byte header for the caller's key."""
+        context = self.auth(request, object_id)
+        if isinstance(context, Response):
+            return context
+        envelope = self.archive.envelope(object_id, context.user_public_key)
+        if envelope is None:
+            return no_such_object(object_id)
+        encoded = base64.b64encode(envelope).decode("ascii")
+        response = json_response(200, encoded, headers=[("Cache-Control", "no-store")])
+        response.file_id = object_id
+        return response
+
+    def _drs_object(self, request: Request, stored: StoredFile) -> Response:
+        ttl = self.archive.url_ttl_for(stored.spec.file_id)
+        url = self.archive.presigner.url(request.base_url, f"{OUTBOX_PATH}/{stored.object_id}", ttl)
+        accession = stored.spec.file_id
+        body = {
+            "id": accession,
+            "self_uri": f"drs://{request.host}/{accession}",
+            "size": stored.encrypted_size,
+            "created_time": stored.created_time,
+            "checksums": [{"checksum": stored.sha256, "type": "sha-256"}],
+            "access_methods": [{"type": "s3", "access_url": {"url": url}}],
+        }
+        cache = f"max-age={max(0, int(ttl))}, private"
+        return json_response(200, body, headers=[("Cache-Control", cache)])

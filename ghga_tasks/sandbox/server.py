@@ -1,0 +1,502 @@
+"""Running the sandbox: the :class:`Sandbox` object for tests and :func:`serve` for the CLI.
+
+Design notes:
+
+- waitress serves the WSGI app from a background thread. We drive its asyncore loop
+  ourselves in short slices and close every socket *from that loop thread*, so stopping
+  is prompt and never races a poll in progress (waitress's own ``close()`` leaves idle
+  keep-alive connections and the loop running).
+- The sandbox binds 127.0.0.1 unless a host is passed explicitly: it hands out
+  unauthenticated download URLs and must not be reachable from the network by accident.
+- :meth:`Sandbox.start` returns only once ``/health`` answers, and :func:`serve` writes
+  the env file only after that, so a script waiting for the file can use it at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import logging
+import re
+import shutil
+import signal
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+import waitress
+from crypt4gh.keys import c4gh, get_private_key, get_public_key
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+
+from ghga_tasks.core.errors import ConfigurationError
+from ghga_tasks.sandbox.app import RequestLog, Router, SandboxApp
+from ghga_tasks.sandbox.archive import Archive
+from ghga_tasks.sandbox.dcs import DCS_BASE_PATH, DownloadControllerApi, optional_bearer
+from ghga_tasks.sandbox.faults import Faults, InjectedFault
+from ghga_tasks.sandbox.files import (
+    KEY_SIZE,
+    SandboxFile,
+    StoredFile,
+    guard_crypt4gh_key_logs,
+    public_key_of,
+)
+from ghga_tasks.sandbox.outbox import OutboxApi
+from ghga_tasks.sandbox.presign import OUTBOX_PATH
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+_LOOP_SLICE = 0.2  # seconds one asyncore poll may block; bounds the stop latency
+_READY_TIMEOUT = 10.0
+
+DEFAULT_FILES: tuple[SandboxFile, ...] = (
+    SandboxFile("GHGAF00000000000001", ".bam", 3_000_000),
+    SandboxFile("GHGAF00000000000002", ".fastq.gz", 1_500_000, stage_seconds=3),
+    SandboxFile("GHGAF00000000000003", ".vcf.gz", 500_000),
+    SandboxFile("GHGAF00000000000004", "", 100_000),
+)
+"""The contract's default batch: mixed extensions (incl. none), one file staging ~3 s."""
+
+
+def build_app(archive: Archive, user_public_key: bytes) -> SandboxApp:
+    """The WSGI app with the Download Controller and the outbox registered (env mode)."""
+    app = SandboxApp(Router(), RequestLog())
+    DownloadControllerApi(archive, optional_bearer(user_public_key)).register(app.router)
+    OutboxApi(archive).register(app.router)
+    return app
+
+
+class Sandbox:
+    """A GHGA-compatible Download API and object store on loopback, for tests and demos.
+
+    Files are generated when the sandbox is built; :meth:`start` binds and serves them.
+    Also a context manager (``with Sandbox(...) as sandbox:``) that starts and stops.
+    """
+
+    def __init__(
+        self,
+        *,
+        files: Sequence[SandboxFile] = DEFAULT_FILES,
+        user_public_key: bytes,
+        workdir: Path | None = None,
+        port: int = 0,
+        host: str = LOOPBACK,
+        url_ttl: float = 30.0,
+        retry_after_min: int = 1,
+        retry_after_max: int = 300,
+        threads: int = 16,
+        user_id: str | None = None,
+    ) -> None:
+        if len(user_public_key) != KEY_SIZE:
+            raise ValueError("user_public_key must be the 32 raw bytes of an X25519 key")
+        guard_crypt4gh_key_logs()
+        self._tempdir = None if workdir else tempfile.TemporaryDirectory(prefix="ghga-sandbox-")
+        self.workdir = Path(workdir or self._tempdir.name)  # type: ignore[union-attr]
+        self.user_public_key = bytes(user_public_key)
+        self.user_id = user_id or str(uuid.uuid4())
+        self._host, self._port, self._threads = host, port, threads
+        self.archive = Archive(
+            files,
+            self.workdir,
+            url_ttl=url_ttl,
+            retry_after_min=retry_after_min,
+            retry_after_max=retry_after_max,
+        )
+        self.app = build_app(self.archive, self.user_public_key)
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._log_filter = _QuietInjectedFaults()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> Sandbox:
+        """Bind, serve in a background thread, and return once ``/health`` answers."""
+        if self._server is not None:
+            return self
+        self._server = waitress.create_server(
+            self.app, host=self._host, port=self._port, threads=self._threads, ident="ghga-sandbox"
+        )
+        self._stopping.clear()
+        logging.getLogger("waitress").addFilter(self._log_filter)
+        self._thread = threading.Thread(target=self._run_loop, name="ghga-sandbox", daemon=True)
+        self._thread.start()
+        _wait_until_healthy(f"{self.dcs_url}/health", _READY_TIMEOUT)
+        self.requests.clear()  # the log shows clients' requests, not our readiness probe
+        logger.info("GHGA sandbox serving at %s", self.base_url)
+        return self
+
+    def stop(self) -> None:
+        """Close all connections, stop the worker threads; safe to call twice."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            self._cleanup_tempdir()
+            return
+        self._stopping.set()
+        server.trigger.pull_trigger()  # wake the poll so the loop sees the flag now
+        thread.join(timeout=5)
+        server.task_dispatcher.shutdown(timeout=5)
+        logging.getLogger("waitress").removeFilter(self._log_filter)
+        self._server = self._thread = None
+        self._cleanup_tempdir()
+        logger.info("GHGA sandbox stopped")
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _run_loop(self) -> None:
+        """The asyncore loop, in slices so a stop request is seen within ``_LOOP_SLICE``."""
+        server = self._server
+        socket_map = server._map
+        use_poll = server.adj.asyncore_use_poll
+        while socket_map and not self._stopping.is_set():
+            wasyncore.loop(timeout=_LOOP_SLICE, map=socket_map, use_poll=use_poll, count=1)
+        for dispatcher in list(socket_map.values()):
+            with contextlib.suppress(OSError):
+                if isinstance(dispatcher, HTTPChannel):
+                    dispatcher.handle_close()  # also wakes a worker waiting to write
+                else:
+                    dispatcher.close()
+        socket_map.clear()
+
+    def _cleanup_tempdir(self) -> None:
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+            self._tempdir = None
+
+    # --- addresses and environment ------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the sandbox is not running")
+        return int(self._server.effective_port)
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT`` (the bound address; IPv6 hosts get brackets)."""
+        host = str(self._server.effective_host) if self._server else self._host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    @property
+    def dcs_url(self) -> str:
+        return f"{self.base_url}{DCS_BASE_PATH}"
+
+    @property
+    def ghga_public_key(self) -> bytes:
+        return self.archive.ghga_public_key
+
+    @property
+    def requests(self) -> RequestLog:
+        return self.app.log
+
+    @property
+    def files(self) -> tuple[SandboxFile, ...]:
+        return tuple(self.archive.specs.values())
+
+    def env(self) -> dict[str, str]:
+        """The ``GHGA_*`` variables a client needs for this sandbox (env work package)."""
+        specs = self.files
+        return {
+            "GHGA_DOWNLOAD_API_URL": self.dcs_url,
+            "GHGA_FILE_IDS": ",".join(spec.file_id for spec in specs),
+            "GHGA_FILE_EXTENSIONS": ",".join(spec.extension for spec in specs),
+            "GHGA_USER_ID": self.user_id,
+            "GHGA_USER_PUBLIC_KEY": base64.b64encode(self.user_public_key).decode("ascii"),
+            "GHGA_PUBLIC_KEY": base64.b64encode(self.ghga_public_key).decode("ascii"),
+        }
+
+    # --- file facts for tests -------------------------------------------------------------
+
+    def stored_file(self, file_id: str) -> StoredFile:
+        """The generated file; KeyError for unknown or unavailable IDs."""
+        try:
+            return self.archive.stored[file_id]
+        except KeyError:
+            raise KeyError(
+                f"no generated content for {file_id!r} (unknown or unavailable)"
+            ) from None
+
+    def plaintext_path(self, file_id: str) -> Path:
+        return self.stored_file(file_id).plaintext_path
+
+    def object_path(self, file_id: str) -> Path:
+        return self.stored_file(file_id).object_path
+
+    def checksum(self, file_id: str) -> str:
+        """SHA-256 hex of the plaintext, as the DRS object reports it."""
+        return self.stored_file(file_id).sha256
+
+    def encrypted_size(self, file_id: str) -> int:
+        return self.stored_file(file_id).encrypted_size
+
+    def envelope(self, file_id: str) -> bytes:
+        """The envelope the DCS would send the configured user for ``file_id``."""
+        envelope = self.archive.envelope(file_id, self.user_public_key)
+        if envelope is None:
+            raise KeyError(f"no generated content for {file_id!r} (unknown or unavailable)")
+        return envelope
+
+    def presigned_url(self, file_id: str, ttl: float | None = None) -> str:
+        """A presigned object URL as the DCS would hand out (negative ttl: expired)."""
+        stored = self.stored_file(file_id)
+        lifetime = self.archive.url_ttl if ttl is None else ttl
+        path = f"{OUTBOX_PATH}/{stored.object_id}"
+        return self.archive.presigner.url(self.base_url, path, lifetime)
+
+    # --- faults --------------------------------------------------------------------------
+
+    def set_faults(self, file_id: str, faults: Faults) -> Faults:
+        """Inject ``faults`` into ``file_id``'s object-store responses; returns them."""
+        return self.archive.set_faults(file_id, faults)
+
+    def faults(self, file_id: str) -> Faults | None:
+        return self.archive.faults(file_id)
+
+    def clear_faults(self, file_id: str | None = None) -> None:
+        self.archive.clear_faults(file_id)
+
+
+class _QuietInjectedFaults(logging.Filter):
+    """Keeps waitress from logging a traceback for every connection we break on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], InjectedFault))
+
+
+def _wait_until_healthy(url: str, timeout: float) -> None:
+    """Poll ``url`` until it answers 200; bypasses proxy settings (loopback only)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with opener.open(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError as error:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sandbox did not answer {url} within {timeout} s") from error
+        time.sleep(0.02)
+
+
+# --- scenario specs -------------------------------------------------------------------------
+
+_SIZE = re.compile(r"(?i)\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)?\s*")
+_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+}
+_EXTENSION_CYCLE = (".bam", ".fastq.gz", "", ".vcf.gz", ".cram")
+
+
+def parse_size(text: str | int) -> int:
+    """``"1MB"`` → 1 000 000, ``"64MiB"`` → 67 108 864, ``"1500"`` → 1500."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (use e.g. 100kB, 1MB, 64MiB)")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[(unit or "b").lower()])
+
+
+def sandbox_file_id(number: int) -> str:
+    """The n-th sandbox accession: ``GHGAF`` + 14 digits, as real accessions look."""
+    return f"GHGAF{number:014d}"
+
+
+def parse_file_specs(
+    files: int,
+    sizes: Sequence[int | str] = ("1MB",),
+    stage_seconds: float = 0,
+    unavailable: Sequence[str] = (),
+    extensions: Sequence[str] = _EXTENSION_CYCLE,
+) -> list[SandboxFile]:
+    """Scenario for ``ghga-tasks sandbox --files N --sizes ... --unavailable ID``.
+
+    IDs are ``sandbox_file_id(1..N)``; sizes and extensions repeat if shorter than N;
+    ``stage_seconds`` applies to every file. An ``unavailable`` ID that is not among the
+    generated ones is appended as an extra file the archive does not have (404).
+    """
+    if files < 0:
+        raise ValueError("the number of files must be >= 0")
+    byte_sizes = [parse_size(size) for size in sizes] or [1_000_000]
+    ext_cycle = list(extensions) or [""]
+    specs = [
+        SandboxFile(
+            file_id=sandbox_file_id(n),
+            extension=ext_cycle[(n - 1) % len(ext_cycle)],
+            size=byte_sizes[(n - 1) % len(byte_sizes)],
+            stage_seconds=stage_seconds,
+            available=sandbox_file_id(n) not in unavailable,
+        )
+        for n in range(1, files + 1)
+    ]
+    known = {spec.file_id for spec in specs}
+    extras = [
+        SandboxFile(file_id, available=False) for file_id in unavailable if file_id not in known
+    ]
+    return specs + list(dict.fromkeys(extras))
+
+
+# --- the blocking CLI entry point -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UserKeyFiles:
+    """The user key pair the sandbox hands to the client (unencrypted, by design)."""
+
+    public_key_path: Path
+    secret_key_path: Path
+    public_key: bytes
+
+
+def ensure_user_keypair(directory: Path) -> UserKeyFiles:
+    """Reuse ``key.pub``/``key.sec`` in ``directory`` if both exist, else generate them.
+
+    Reusing keeps a client's ``user_public_key`` setting valid across sandbox restarts.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    pub, sec = directory / "key.pub", directory / "key.sec"
+    if pub.exists() != sec.exists():
+        raise ConfigurationError(
+            setting=str(directory), problem="has only one of key.pub and key.sec; remove it"
+        )
+    if not pub.exists():
+        with contextlib.redirect_stderr(io.StringIO()):  # crypt4gh prints a plain warning
+            c4gh.generate(str(sec), str(pub), passphrase=None, comment=b"ghga-tasks sandbox user")
+        logger.info("Generated an unencrypted sandbox user key pair in %s", directory)
+    public_key = bytes(get_public_key(str(pub)))
+    _check_pair(sec, public_key)
+    return UserKeyFiles(pub, sec, public_key)
+
+
+class _PassphraseProtected(Exception):
+    """The existing key.sec asks for a passphrase; the sandbox never prompts."""
+
+
+def _refuse_passphrase() -> str:
+    raise _PassphraseProtected
+
+
+def _check_pair(secret_key_path: Path, public_key: bytes) -> None:
+    """Fail early if a reused key.sec does not belong to key.pub (skip if encrypted)."""
+    try:
+        secret_key = get_private_key(str(secret_key_path), _refuse_passphrase)
+    except _PassphraseProtected:
+        logger.info("%s is passphrase-protected; not checking it", secret_key_path)
+        return
+    if public_key_of(secret_key) != public_key:
+        raise ConfigurationError(setting=str(secret_key_path), problem="does not match key.pub")
+
+
+def format_env(env: dict[str, str]) -> str:
+    """``KEY=value`` lines, as written to the env file."""
+    return "".join(f"{key}={value}\n" for key, value in env.items())
+
+
+def serve(
+    files: Sequence[SandboxFile] = DEFAULT_FILES,
+    directory: Path = Path("."),
+    port: int = 0,
+    env_file: Path | None = None,
+    *,
+    host: str = LOOPBACK,
+    url_ttl: float = 30.0,
+    on_ready: Callable[[Sandbox], None] | None = None,
+    stop_event: threading.Event | None = None,
+) -> None:
+    """Run a sandbox until SIGINT/SIGTERM (or ``stop_event``), then stop cleanly.
+
+    ``directory`` receives the user key pair and the generated data; ``env_file`` gets
+    the ``GHGA_*`` variables once ``/health`` answers and is removed again on stop, so
+    it never points at a dead server. ``on_ready`` lets the CLI print the environment.
+    """
+    keys = ensure_user_keypair(directory)
+    stop = stop_event or threading.Event()
+    if env_file is not None:
+        env_file.unlink(missing_ok=True)  # a stale file would point at a dead server
+    shutil.rmtree(directory / "sandbox-data", ignore_errors=True)
+    sandbox = Sandbox(
+        files=files,
+        user_public_key=keys.public_key,
+        workdir=directory / "sandbox-data",
+        port=port,
+        host=host,
+        url_ttl=url_ttl,
+    )
+    with _stop_on_signals(stop), sandbox:
+        _announce(sandbox, env_file)
+        if on_ready is not None:
+            on_ready(sandbox)
+        while not stop.wait(0.5):
+            pass
+    if env_file is not None:
+        env_file.unlink(missing_ok=True)
+    shutil.rmtree(directory / "sandbox-data", ignore_errors=True)
+
+
+def _announce(sandbox: Sandbox, env_file: Path | None) -> None:
+    """Write the env file (atomically) and log where the sandbox is."""
+    env = sandbox.env()
+    if env_file is not None:
+        partial = env_file.with_name(env_file.name + ".part")
+        partial.write_text(format_env(env))
+        partial.replace(env_file)
+    logger.info("GHGA sandbox ready at %s; environment:\n%s", sandbox.base_url, format_env(env))
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Set ``stop`` on SIGINT/SIGTERM while inside; only the main thread can do this."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        logger.info("Received %s, stopping the sandbox", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+__all__ = [
+    "DEFAULT_FILES",
+    "LOOPBACK",
+    "Sandbox",
+    "UserKeyFiles",
+    "build_app",
+    "ensure_user_keypair",
+    "format_env",
+    "parse_file_specs",
+    "parse_size",
+    "sandbox_file_id",
+    "serve",
+]

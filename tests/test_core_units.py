@@ -1,0 +1,193 @@
+"""Pure functions of the core: range splitting, Retry-After, envelope checks, plan order,
+settings, and the layering rule that the core never imports snakemake or click."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ghga_tasks.core.api import DEFAULT_RETRY_AFTER, Staged, Staging, Unavailable, parse_retry_after
+from ghga_tasks.core.envelope import check_envelope, decode_envelope_body
+from ghga_tasks.core.errors import ConfigurationError, EnvelopeRejected
+from ghga_tasks.core.plan import Status, classify, order_entries, read_plan, write_plan
+from ghga_tasks.core.settings import Settings, normalize_config
+from ghga_tasks.core.transfer import split_ranges
+from ghga_tasks.core.work_package import FileSpec
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("size", "connections", "part_size"),
+    [
+        (1, 4, 16),  # smaller than the connection count
+        (100, 4, 16),  # several waves
+        (1000, 3, 1000),  # one part would do, but every connection gets work
+        (65_564 * 7 + 5, 4, 65_536),  # odd size
+    ],
+)
+def test_ranges_cover_the_object_exactly_and_evenly(
+    size: int, connections: int, part_size: int
+) -> None:
+    ranges = split_ranges(size, connections=connections, part_size=part_size)
+    assert ranges[0].start == 0 and ranges[-1].stop == size
+    assert all(a.stop == b.start for a, b in itertools.pairwise(ranges))
+    lengths = [len(r) for r in ranges]
+    assert max(lengths) - min(lengths) <= 1
+    assert max(lengths) <= max(part_size, -(-size // len(ranges)))
+    assert len(ranges) % connections == 0 or len(ranges) == size
+
+
+def test_empty_object_has_no_ranges() -> None:
+    assert split_ranges(0, connections=4, part_size=10) == []
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("7", 7.0),  # integer seconds, the normal case
+        ("0", 0.0),
+        (None, DEFAULT_RETRY_AFTER),  # missing
+        ("soon", DEFAULT_RETRY_AFTER),  # garbage: no crash
+        ("-5", 0.0),  # negative: clamped
+        ("99999", 300.0),  # absurd: clamped to the DCS maximum
+        ("nan", DEFAULT_RETRY_AFTER),
+    ],
+)
+def test_retry_after_values(header: str | None, expected: float) -> None:
+    assert parse_retry_after(header) == expected
+
+
+def test_retry_after_as_http_date() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    header = format_datetime(now + timedelta(seconds=42), usegmt=True)
+    assert parse_retry_after(header, now=now.timestamp()) == pytest.approx(42)
+
+
+def _envelope(writer: bytes, *, magic: bytes = b"crypt4gh", version: int = 1, packets: int = 1):
+    packet = (108).to_bytes(4, "little") + (0).to_bytes(4, "little") + writer + bytes(68)
+    return magic + version.to_bytes(4, "little") + packets.to_bytes(4, "little") + packet
+
+
+GHGA_KEY = bytes(range(32))
+
+
+def test_envelope_from_ghga_is_accepted() -> None:
+    envelope = _envelope(GHGA_KEY)
+    assert len(envelope) == 124
+    assert check_envelope(envelope, ghga_public_key=GHGA_KEY, file_id="F") == envelope
+
+
+@pytest.mark.parametrize(
+    ("envelope", "problem"),
+    [
+        (_envelope(bytes(32)), "not written with GHGA's public key"),  # forged
+        (_envelope(GHGA_KEY, magic=b"crypt4gx"), "magic"),
+        (_envelope(GHGA_KEY, version=2), "version 2"),
+        (_envelope(GHGA_KEY, packets=2), "2 header packets"),
+        (_envelope(GHGA_KEY)[:100], "packet length"),  # truncated
+        (b"crypt4gh", "only 8 bytes"),
+    ],
+)
+def test_bad_envelopes_are_rejected(envelope: bytes, problem: str) -> None:
+    with pytest.raises(EnvelopeRejected, match=problem) as raised:
+        check_envelope(envelope, ghga_public_key=GHGA_KEY, file_id="F")
+    assert raised.value.exit_code == 5
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps(base64.b64encode(b"abc").decode()).encode(),  # JSON string (the DCS)
+        base64.b64encode(b"abc"),  # bare base64 (older servers)
+    ],
+)
+def test_envelope_body_forms(body: bytes) -> None:
+    assert decode_envelope_body(body, file_id="F") == b"abc"
+
+
+def test_plan_orders_staged_first_then_shortest_wait() -> None:
+    specs = [FileSpec(f"F{i}", "") for i in range(6)]
+    probes = [
+        Staging(retry_after=30),
+        Staged(size=10, url="u", sha256="s"),
+        Unavailable(reason="gone"),
+        Staging(retry_after=5),
+        None,  # already downloaded
+        Staged(size=20, url="u", sha256=None),
+    ]
+    entries = order_entries([classify(s, p) for s, p in zip(specs, probes, strict=True)])
+    assert [e.file_id for e in entries] == ["F1", "F5", "F3", "F0", "F4", "F2"]
+    assert [e.status for e in entries] == [
+        Status.STAGED,
+        Status.STAGED,
+        Status.STAGING,
+        Status.STAGING,
+        Status.DOWNLOADED,
+        Status.UNAVAILABLE,
+    ]
+
+
+def test_plan_file_round_trips(tmp_path: Path) -> None:
+    entries = [
+        classify(FileSpec("007", ".bam"), Staged(size=3, url="u", sha256="ab")),
+        classify(FileSpec("F2", ""), Staging(retry_after=4)),
+    ]
+    write_plan(entries, tmp_path / "ghga_plan.tsv")
+    assert read_plan(tmp_path / "ghga_plan.tsv") == entries
+    header = (tmp_path / "ghga_plan.tsv").read_text().splitlines()[0].split("\t")
+    for column in ("file_id", "extension", "file_name", "status", "retry_after", "size"):
+        assert column in header
+
+
+def test_damaged_plan_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "ghga_plan.tsv").write_text("nonsense\n1\n")
+    with pytest.raises(ConfigurationError, match="unreadable plan"):
+        read_plan(tmp_path / "ghga_plan.tsv")
+
+
+def test_schema_and_settings_declare_the_same_keys_and_defaults() -> None:
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    defaults = Settings().as_dict()
+    assert set(schema["properties"]) == set(defaults)
+    for key, spec in schema["properties"].items():
+        assert Settings.from_mapping({key: spec["default"]}).as_dict()[key] == defaults[key], key
+
+
+def test_config_file_sets_exactly_the_defaults() -> None:
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    assert Settings.from_mapping(config) == Settings()
+    assert set(config) == set(Settings().as_dict())
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [("true", True), ("yes", True), ("1", True), ("false", False), ("No", False), (0, False)],
+)
+def test_booleans_as_users_type_them(typed: object, expected: bool) -> None:
+    assert normalize_config({"skip_unavailable": typed}) == {"skip_unavailable": expected}
+
+
+def test_boolean_garbage_names_the_key() -> None:
+    with pytest.raises(ConfigurationError, match="skip_downloaded"):
+        normalize_config({"skip_downloaded": "maybe"})
+
+
+def test_core_never_imports_snakemake_or_click() -> None:
+    code = (
+        "import sys, pkgutil, importlib, ghga_tasks.core as core\n"
+        "for m in pkgutil.iter_modules(core.__path__):\n"
+        "    importlib.import_module(f'ghga_tasks.core.{m.name}')\n"
+        "print(sorted(n for n in ('snakemake', 'click') if n in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

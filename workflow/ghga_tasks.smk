@@ -1,0 +1,16 @@
+# The ghga-tasks workflow without a default target: the repository's top-level Snakefile
+# includes it and adds `rule all`; `ghga-tasks download` runs it directly with the report
+# as target (it ships inside the package).
+#
+# The checkpoint `plan_downloads` probes every file (which starts staging at GHGA),
+# then one `download_file` job per file writes <output_dir>/<file_id><ext>.c4gh,
+# and `report` writes <output_dir>/ghga_report.tsv.
+
+
+include: "rules/common.smk"
+include: "rules/download.smk"
+
+
+# Never two downloads at once, whatever --cores or the executor allows: one file uses
+# several connections already. Set here because it wins over the command line.
+workflow.global_resources.update({"downloads": 1})

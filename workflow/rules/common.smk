@@ -1,0 +1,46 @@
+# Helpers for the download rules: config validation and the functions that read the plan.
+# The logic lives in the ghga_tasks package (one code path with the CLI).
+
+from pathlib import Path
+
+from ghga_tasks.core import batch
+from ghga_tasks.core.plan import read_plan
+from ghga_tasks.core.settings import Settings, normalize_config
+
+from snakemake.utils import validate
+
+# `--config skip_unavailable=true` arrives as the string "true": normalise before checking.
+config.update(normalize_config(config))
+validate(config, "../schemas/config.schema.yaml", set_default=True)
+
+SETTINGS = Settings.from_mapping(config)
+OUTPUT_DIR = str(SETTINGS.output_dir)
+STATE_DIR = f"{OUTPUT_DIR}/{batch.STATE_DIR}"
+LOG_DIR = f"{OUTPUT_DIR}/logs"
+
+
+def planned_plan(wildcards=None):
+    """The plan file, once the checkpoint has written it (re-evaluates the DAG)."""
+    return checkpoints.plan_downloads.get().output.plan
+
+
+def planned_downloads(wildcards):
+    """Every file the plan says to download, as <output_dir>/<file_name> targets."""
+    return [
+        f"{OUTPUT_DIR}/{entry.file_name}"
+        for entry in read_plan(Path(planned_plan()))
+        if entry.to_download
+    ]
+
+
+def download_priority(wildcards):
+    """Plan order as a Snakemake priority (higher runs first): staged files first."""
+    names = [e.file_name for e in read_plan(Path(planned_plan())) if e.to_download]
+    if wildcards.file_name not in names:
+        return 0
+    return len(names) - names.index(wildcards.file_name)
+
+
+def directory_of_plan(wildcards, input):
+    """The output directory, derived from an input so it also holds on remote executors."""
+    return str(Path(input.plan).parent)

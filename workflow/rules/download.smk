@@ -1,0 +1,56 @@
+# The batch download: plan (checkpoint), one job per file, report.
+
+
+checkpoint plan_downloads:
+    output:
+        plan=f"{OUTPUT_DIR}/ghga_plan.tsv",
+        settings=f"{STATE_DIR}/settings.json",
+    log:
+        f"{LOG_DIR}/plan_downloads.log",
+    localrule: True
+    conda:
+        "../envs/ghga_tasks.yaml"
+    params:
+        settings=SETTINGS.to_json(),
+    shell:
+        "ghga-tasks step plan --settings {params.settings:q} > {log:q} 2>&1"
+
+
+rule download_file:
+    output:
+        c4gh=f"{OUTPUT_DIR}/{{file_name}}",
+        result=f"{STATE_DIR}/results/{{file_name}}.json",
+    log:
+        f"{LOG_DIR}/download/{{file_name}}.log",
+    wildcard_constraints:
+        file_name=r"[A-Za-z0-9][A-Za-z0-9._+-]*\.c4gh",
+    priority: download_priority
+    localrule: True
+    conda:
+        "../envs/ghga_tasks.yaml"
+    resources:
+        downloads=1,
+    params:
+        # A fixed path, not the settings themselves: a changed setting must not make
+        # Snakemake re-download files that are already complete.
+        settings=f"{STATE_DIR}/settings.json",
+    shell:
+        "ghga-tasks step download --settings {params.settings:q} {wildcards.file_name:q}"
+        " > {log:q} 2>&1"
+
+
+rule report:
+    input:
+        plan=planned_plan,
+        downloads=planned_downloads,
+    output:
+        f"{OUTPUT_DIR}/ghga_report.tsv",
+    log:
+        f"{LOG_DIR}/report.log",
+    localrule: True
+    conda:
+        "../envs/ghga_tasks.yaml"
+    params:
+        output_dir=directory_of_plan,
+    shell:
+        "ghga-tasks step report --output-dir {params.output_dir:q} > {log:q} 2>&1"
