@@ -42,6 +42,8 @@ REPORT_COLUMNS = [
     "seconds",
     "waited_seconds",
     "content_sha256",
+    "started_at",
+    "finished_at",
     "error",
 ]
 
@@ -188,24 +190,28 @@ def _report_row(output_dir: Path, entry: PlanEntry) -> dict[str, object]:
         "seconds": 0.0,
         "waited_seconds": 0.0,
         "content_sha256": entry.sha256,
+        "started_at": "",
+        "finished_at": "",
         "error": "",
     }
     final = output_dir / entry.file_name
     record = result_path(output_dir, entry.file_name)
+    failure = failure_path(output_dir, entry.file_name)
     if entry.status == Status.UNAVAILABLE:
         row["outcome"] = "skipped_unavailable"
     elif entry.status == Status.DOWNLOADED:
+        present = final.exists()
         row.update(
             outcome="skipped_downloaded",
-            bytes=final.stat().st_size if final.exists() else 0,
-            sha256=file_sha256(final) if final.exists() else "",
+            bytes=final.stat().st_size if present else 0,
+            sha256=file_sha256(final) if present else "",
         )
-    elif failure_path(output_dir, entry.file_name).exists():
-        row["error"] = json.loads(failure_path(output_dir, entry.file_name).read_text())["error"]
+    elif failure.exists():
+        row["error"] = json.loads(failure.read_text())["error"]
     elif record.exists() and final.exists():
         result = json.loads(record.read_text())
-        row.update(
-            {k: v for k, v in result.items() if k in row and k != "file_id"}, outcome="downloaded"
-        )
-        row["content_sha256"] = result.get("content_sha256") or entry.sha256
+        row.update({k: v for k, v in result.items() if k in row and v is not None})
+        row["outcome"] = "downloaded"
+    else:
+        row["error"] = "not downloaded: the run stopped before this file"
     return row

@@ -37,6 +37,8 @@ class DownloadResult:
     seconds: float  # transfer time, without the staging wait
     waited_seconds: float  # time spent waiting for staging
     content_sha256: str | None  # the archive's checksum of the decrypted content
+    started_at: float  # wall clock (epoch seconds) when the job began, staging wait included
+    finished_at: float  # wall clock when the file got its final name
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ def download_file(
     spec: FileSpec, work_package: WorkPackage, settings: Settings, api: DownloadApi
 ) -> DownloadResult:
     """Download one file of the work package into ``settings.output_dir``."""
+    started_at = time.time()
     target = Target.for_file(spec, settings.output_dir)
     if target.final.exists() and not settings.overwrite:
         raise OutputExists(path=str(target.final))
@@ -111,7 +114,15 @@ def download_file(
         target.final,
     )
     return DownloadResult(
-        spec.file_id, spec.file_name, size, sha256, seconds, waited, staged.sha256
+        spec.file_id,
+        spec.file_name,
+        size,
+        sha256,
+        seconds,
+        waited,
+        staged.sha256,
+        started_at,
+        time.time(),
     )
 
 
