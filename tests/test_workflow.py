@@ -4,6 +4,7 @@ the sandbox on loopback."""
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import shutil
 import subprocess
@@ -109,7 +110,7 @@ def test_downloads_never_overlap_with_four_cores(sandbox_factory, workdir):
     report = report_of(workdir).astype({"started_at": float, "finished_at": float})
     spans = sorted(zip(report["started_at"], report["finished_at"], strict=True))
     assert len(spans) == 5
-    for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False):
+    for (_, end), (next_start, _) in itertools.pairwise(spans):
         assert end <= next_start, f"two downloads overlapped: {spans}"
     assert list(report.sort_values("started_at")["file_id"]) == [f"F{i}" for i in range(5)]
 
@@ -203,7 +204,7 @@ def test_dry_run_before_and_after_and_nothing_to_do_twice(sandbox_factory, workd
 
 
 def test_example_module_consumer_runs_end_to_end(sandbox_factory, workdir):
-    sandbox = sandbox_factory(BATCH[:1] + [SandboxFile("GONE", ".bam", available=False)])
+    sandbox = sandbox_factory([*BATCH[:1], SandboxFile("GONE", ".bam", available=False)])
     project = workdir / "consumer"
     shutil.copytree(REPO / "examples/consumer", project)
     shutil.copy(workdir / "key.pub", project / "key.pub")
