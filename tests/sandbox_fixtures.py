@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import requests
+from crypt4gh.keys import get_private_key
 
 from ghga_tasks.sandbox import DEFAULT_FILES, Sandbox, SandboxFile, ensure_user_keypair
 from ghga_tasks.sandbox.files import public_key_of
@@ -35,8 +36,6 @@ SandboxFactory = Callable[..., Sandbox]
 @pytest.fixture
 def user_keys(tmp_path: Path) -> UserKeys:
     """An unencrypted key pair in ``tmp_path/keys`` (``key.pub``, ``key.sec``)."""
-    from crypt4gh.keys import get_private_key
-
     files = ensure_user_keypair(tmp_path / "keys")
     secret_key = bytes(get_private_key(str(files.secret_key_path), lambda: ""))
     assert public_key_of(secret_key) == files.public_key

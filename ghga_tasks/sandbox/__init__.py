@@ -9,7 +9,7 @@ expiring URLs on loopback, with real Crypt4GH content and injectable faults. See
 """
 
 from ghga_tasks.sandbox.app import RequestLog, RequestRecord, Router
-from ghga_tasks.sandbox.dcs import AuthContext, AuthPolicy, optional_bearer
+from ghga_tasks.sandbox.dcs import DCS_BASE_PATH, AuthContext, AuthPolicy, optional_bearer
 from ghga_tasks.sandbox.faults import Faults, InjectedFault
 from ghga_tasks.sandbox.files import (
     ENVELOPE_SIZE,
@@ -22,6 +22,7 @@ from ghga_tasks.sandbox.server import (
     DEFAULT_FILES,
     Sandbox,
     UserKeyFiles,
+    build_app,
     ensure_user_keypair,
     format_env,
     parse_file_specs,
@@ -31,6 +32,7 @@ from ghga_tasks.sandbox.server import (
 )
 
 __all__ = [
+    "DCS_BASE_PATH",
     "DEFAULT_FILES",
     "ENVELOPE_SIZE",
     "AuthContext",
@@ -44,6 +46,7 @@ __all__ = [
     "SandboxFile",
     "StoredFile",
     "UserKeyFiles",
+    "build_app",
     "encrypted_size",
     "ensure_user_keypair",
     "format_env",

@@ -85,12 +85,12 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
             raise RangeNotSatisfiable(header)
         return ByteRange(max(0, size - int(last)), size - 1, size)
     start = int(first)
-    end = size - 1 if not last else int(last)
-    if end < start:  # syntactically invalid: ignored, as RFC 9110 says
+    if last and int(last) < start:  # invalid: ignored, as RFC 9110 says
         return None
     if start >= size:
         raise RangeNotSatisfiable(header)
-    return ByteRange(start, min(end, size - 1), size)
+    end = size - 1 if not last else min(int(last), size - 1)
+    return ByteRange(start, end, size)
 
 
 def s3_error(status: int, message: str, resource: str, code: str | None = None) -> Response:

@@ -3,9 +3,11 @@
 Design notes:
 
 - waitress serves the WSGI app from a background thread. We drive its asyncore loop
-  ourselves in short slices and close every socket *from that loop thread*, so stopping
-  is prompt and never races a poll in progress (waitress's own ``close()`` leaves idle
-  keep-alive connections and the loop running).
+  ourselves and close connections *from that loop thread*, so stopping is prompt and
+  never races a poll in progress (waitress's own ``close()`` leaves idle keep-alive
+  connections and the loop running). The wake-up pipe is closed last, after the worker
+  threads are done, because a finishing worker writes to it; closing it earlier can
+  make that write land on a reused file descriptor.
 - The sandbox binds 127.0.0.1 unless a host is passed explicitly: it hands out
   unauthenticated download URLs and must not be reachable from the network by accident.
 - :meth:`Sandbox.start` returns only once ``/health`` answers, and :func:`serve` writes
@@ -30,12 +32,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
 
 import waitress
 from crypt4gh.keys import c4gh, get_private_key, get_public_key
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
+from waitress.server import TcpWSGIServer
 
 from ghga_tasks.core.errors import ConfigurationError
 from ghga_tasks.sandbox.app import RequestLog, Router, SandboxApp
@@ -55,7 +57,7 @@ from ghga_tasks.sandbox.presign import OUTBOX_PATH
 logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-_LOOP_SLICE = 0.2  # seconds one asyncore poll may block; bounds the stop latency
+_LOOP_SLICE = 0.5  # seconds one poll may block; stop() wakes it through the trigger
 _READY_TIMEOUT = 10.0
 
 DEFAULT_FILES: tuple[SandboxFile, ...] = (
@@ -80,6 +82,9 @@ class Sandbox:
 
     Files are generated when the sandbox is built; :meth:`start` binds and serves them.
     Also a context manager (``with Sandbox(...) as sandbox:``) that starts and stops.
+    A stopped sandbox can start again on the same port with the same files (to test a
+    client across a server restart), unless it generated them in its own temporary
+    directory, which :meth:`stop` removes.
     """
 
     def __init__(
@@ -99,8 +104,12 @@ class Sandbox:
         if len(user_public_key) != KEY_SIZE:
             raise ValueError("user_public_key must be the 32 raw bytes of an X25519 key")
         guard_crypt4gh_key_logs()
-        self._tempdir = None if workdir else tempfile.TemporaryDirectory(prefix="ghga-sandbox-")
-        self.workdir = Path(workdir or self._tempdir.name)  # type: ignore[union-attr]
+        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
+        if workdir is None:
+            self._tempdir = tempfile.TemporaryDirectory(prefix="ghga-sandbox-")
+            workdir = Path(self._tempdir.name)
+        self.workdir = workdir
+        self._data_removed = False
         self.user_public_key = bytes(user_public_key)
         self.user_id = user_id or str(uuid.uuid4())
         self._host, self._port, self._threads = host, port, threads
@@ -112,7 +121,7 @@ class Sandbox:
             retry_after_max=retry_after_max,
         )
         self.app = build_app(self.archive, self.user_public_key)
-        self._server: Any = None
+        self._server: TcpWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._log_filter = _QuietInjectedFaults()
@@ -123,15 +132,22 @@ class Sandbox:
         """Bind, serve in a background thread, and return once ``/health`` answers."""
         if self._server is not None:
             return self
-        self._server = waitress.create_server(
-            self.app, host=self._host, port=self._port, threads=self._threads, ident="ghga-sandbox"
-        )
+        if self._data_removed:
+            raise RuntimeError("this sandbox's temporary data is gone; build a new Sandbox")
+        server = self._server = _create_server(self.app, self._host, self._port, self._threads)
         self._stopping.clear()
         logging.getLogger("waitress").addFilter(self._log_filter)
-        self._thread = threading.Thread(target=self._run_loop, name="ghga-sandbox", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run_loop, args=(server,), name="ghga-sandbox", daemon=True
+        )
         self._thread.start()
-        _wait_until_healthy(f"{self.dcs_url}/health", _READY_TIMEOUT)
+        try:
+            _wait_until_healthy(f"{self.dcs_url}/health", _READY_TIMEOUT)
+        except BaseException:
+            self.stop()
+            raise
         self.requests.clear()  # the log shows clients' requests, not our readiness probe
+        self._port = int(server.effective_port)  # a restart keeps the URLs valid
         logger.info("GHGA sandbox serving at %s", self.base_url)
         return self
 
@@ -141,10 +157,12 @@ class Sandbox:
         if server is None or thread is None:
             self._cleanup_tempdir()
             return
-        self._stopping.set()
-        server.trigger.pull_trigger()  # wake the poll so the loop sees the flag now
+        # The flag is set *in* the loop thread, so the trigger is still open when we pull it.
+        server.trigger.pull_trigger(self._stopping.set)
         thread.join(timeout=5)
         server.task_dispatcher.shutdown(timeout=5)
+        server.trigger.close()  # only now: finishing workers may still pull it
+        server._map.clear()
         logging.getLogger("waitress").removeFilter(self._log_filter)
         self._server = self._thread = None
         self._cleanup_tempdir()
@@ -161,9 +179,11 @@ class Sandbox:
     ) -> None:
         self.stop()
 
-    def _run_loop(self) -> None:
-        """The asyncore loop, in slices so a stop request is seen within ``_LOOP_SLICE``."""
-        server = self._server
+    def _run_loop(self, server: TcpWSGIServer) -> None:
+        """The asyncore loop until :meth:`stop`; then close the connections and listener.
+
+        The trigger stays open for :meth:`stop` to close once the workers are done.
+        """
         socket_map = server._map
         use_poll = server.adj.asyncore_use_poll
         while socket_map and not self._stopping.is_set():
@@ -172,14 +192,14 @@ class Sandbox:
             with contextlib.suppress(OSError):
                 if isinstance(dispatcher, HTTPChannel):
                     dispatcher.handle_close()  # also wakes a worker waiting to write
-                else:
-                    dispatcher.close()
-        socket_map.clear()
+        with contextlib.suppress(OSError):
+            wasyncore.dispatcher.close(server)  # the listening socket only, not the trigger
 
     def _cleanup_tempdir(self) -> None:
         if self._tempdir is not None:
             self._tempdir.cleanup()
             self._tempdir = None
+            self._data_removed = True
 
     # --- addresses and environment ------------------------------------------------------
 
@@ -272,6 +292,17 @@ class Sandbox:
 
     def clear_faults(self, file_id: str | None = None) -> None:
         self.archive.clear_faults(file_id)
+
+
+def _create_server(app: SandboxApp, host: str, port: int, threads: int) -> TcpWSGIServer:
+    """A waitress server on exactly one socket (we drive its loop ourselves)."""
+    server = waitress.create_server(
+        app, host=host, port=port, threads=threads, ident="ghga-sandbox"
+    )
+    if not isinstance(server, TcpWSGIServer):
+        server.close()
+        raise ValueError(f"host {host!r} resolves to several addresses; give one IP address")
+    return server
 
 
 class _QuietInjectedFaults(logging.Filter):
@@ -378,6 +409,7 @@ def ensure_user_keypair(directory: Path) -> UserKeyFiles:
 
     Reusing keeps a client's ``user_public_key`` setting valid across sandbox restarts.
     """
+    guard_crypt4gh_key_logs()  # crypt4gh logs the new secret key at DEBUG level
     directory.mkdir(parents=True, exist_ok=True)
     pub, sec = directory / "key.pub", directory / "key.sec"
     if pub.exists() != sec.exists():
