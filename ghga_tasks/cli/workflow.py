@@ -25,7 +25,12 @@ class WorkflowFailed(GhgaTasksError):
 
 
 def packaged_snakefile() -> Path:
-    return Path(str(files("ghga_tasks.workflow").joinpath("ghga_tasks.smk")))
+    """The workflow shipped in the package (``ghga_tasks.workflow``, mapped from the
+    repository's ``workflow/``); from a source checkout on ``sys.path``, that folder."""
+    try:
+        return Path(str(files("ghga_tasks.workflow").joinpath("ghga_tasks.smk")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[2] / "workflow" / "ghga_tasks.smk"
 
 
 def run_workflow(settings: Settings, *, cores: int, verbose: bool) -> None:
