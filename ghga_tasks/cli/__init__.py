@@ -17,6 +17,7 @@ from ghga_tasks.core.errors import GhgaTasksError
 
 from .decrypt import decrypt
 from .download import download, plan
+from .sandbox import demo, sandbox
 from .steps import step
 
 log = logging.getLogger("ghga_tasks")
@@ -24,10 +25,10 @@ log = logging.getLogger("ghga_tasks")
 INTERRUPTED = 130
 
 
-def configure_logging(verbose: bool) -> None:
+def configure_logging(level: int) -> None:
     """Log lines to stderr; crypt4gh logs key material at DEBUG, so it never gets DEBUG."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=level,
         format="%(asctime)s %(levelname)-7s %(message)s",
         datefmt="%Y-%m-%d %H:%M:%S",
         stream=sys.stderr,
@@ -61,8 +62,11 @@ def main(ctx: click.Context, verbose: bool) -> None:
     """Bulk-download controlled-access files from GHGA (the German Human Genome-Phenome
     Archive), as a Snakemake workflow or from this command line."""
     ctx.obj = {"verbose": verbose}
-    configure_logging(verbose)
+    # Workflow steps write job logs: every INFO line helps there. People at a terminal
+    # get our own output plus warnings, and everything with -v.
+    quiet = logging.INFO if ctx.invoked_subcommand == "step" else logging.WARNING
+    configure_logging(logging.DEBUG if verbose else quiet)
 
 
-for command in (download, plan, decrypt, step):
+for command in (download, plan, decrypt, sandbox, demo, step):
     main.add_command(command)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ghga_tasks.core import batch
 from ghga_tasks.core.errors import Cancelled, GhgaTasksError
-from ghga_tasks.core.plan import PlanEntry, Status, apply_skip_policy
+from ghga_tasks.core.plan import PlanEntry, Status
 from ghga_tasks.core.settings import Settings
 
 from .options import build_settings
@@ -109,34 +109,51 @@ def download(
     """Plan the batch, ask about existing and unavailable files, then download the rest
     with the Snakemake workflow (one file at a time, several connections each)."""
     settings = build_settings(config_file, output_dir=output_dir)
+    download_batch(
+        settings,
+        skip_downloaded=skip_downloaded or yes or settings.skip_downloaded,
+        skip_unavailable=skip_unavailable or yes or settings.skip_unavailable,
+        cores=cores,
+        verbose=ctx.obj["verbose"],
+    )
+
+
+def download_batch(
+    settings: Settings,
+    *,
+    workdir: Path | None = None,
+    skip_downloaded: bool,
+    skip_unavailable: bool,
+    cores: int,
+    verbose: bool,
+) -> None:
+    """Plan, settle the skip questions (asking where no answer was given), download."""
     entries = batch.plan_batch(settings)
     settings = dataclasses.replace(
         settings,
-        skip_downloaded=ask_skip(
-            entries, Status.DOWNLOADED, skip_downloaded or yes, "--skip-downloaded"
-        ),
+        skip_downloaded=ask_skip(entries, Status.DOWNLOADED, skip_downloaded, "--skip-downloaded"),
         skip_unavailable=ask_skip(
-            entries, Status.UNAVAILABLE, skip_unavailable or yes, "--skip-unavailable"
+            entries, Status.UNAVAILABLE, skip_unavailable, "--skip-unavailable"
         ),
-    )
-    apply_skip_policy(
-        entries,
-        skip_downloaded=settings.skip_downloaded,
-        skip_unavailable=settings.skip_unavailable,
     )
     batch.save_settings(settings)
     click.echo(
         f"\nDownloading {sum(e.to_download for e in entries)} file(s) to {settings.output_dir}"
     )
-    _run_and_report(settings, entries, cores=cores, verbose=ctx.obj["verbose"])
+    _run_and_report(settings, entries, cores=cores, verbose=verbose, workdir=workdir)
 
 
 def _run_and_report(
-    settings: Settings, entries: list[PlanEntry], *, cores: int, verbose: bool
+    settings: Settings,
+    entries: list[PlanEntry],
+    *,
+    cores: int,
+    verbose: bool,
+    workdir: Path | None,
 ) -> None:
     try:
         with ProgressWatcher(settings.output_dir, entries):
-            run_workflow(settings, cores=cores, verbose=verbose)
+            run_workflow(settings, cores=cores, verbose=verbose, workdir=workdir)
     except WorkflowFailed as failed:
         batch.write_report(settings.output_dir)
         show_report(settings.output_dir)

@@ -8,6 +8,7 @@ terminal the current file gets a live bar; elsewhere (CI, nohup) a line per file
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from ghga_tasks.core import batch
 from ghga_tasks.core.plan import PlanEntry
 
 POLL_SECONDS = 0.5
@@ -83,12 +85,19 @@ class ProgressWatcher:
         return max(state.entry.size, 1) if state.entry.size > 0 else 1 << 62
 
     def _finished(self, state: _FileState, size: int) -> None:
-        seconds = time.monotonic() - state.started if state.started else 0.0
+        seconds = self._transfer_seconds(state)
         rate = f", {human_bytes(size / seconds)}/s" if seconds > 0.05 else ""
         prefix = "\r\033[K" if self.live else ""
         click.echo(
             f"{prefix}{self._count()} {state.entry.file_name}: {human_bytes(size)}{rate}", err=True
         )
+
+    def _transfer_seconds(self, state: _FileState) -> float:
+        """The job's own timing when it recorded one; else what we saw from here."""
+        record = batch.result_path(self.output_dir, state.entry.file_name)
+        if record.exists():
+            return float(json.loads(record.read_text()).get("seconds", 0.0))
+        return time.monotonic() - state.started if state.started else 0.0
 
     def _draw(self, state: _FileState, written: int) -> None:
         elapsed = max(time.monotonic() - (state.started or time.monotonic()), 1e-3)

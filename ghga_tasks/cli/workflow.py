@@ -7,6 +7,8 @@ same rules ``snakemake --cores 1`` runs, so both paths share every guarantee.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from importlib.resources import files
 from pathlib import Path
 
@@ -24,6 +26,14 @@ class WorkflowFailed(GhgaTasksError):
         super().__init__(reason)
 
 
+def _put_this_python_on_path() -> None:
+    """Jobs run ``ghga-tasks step …`` in a shell: make it the ghga-tasks of this very
+    environment, even when the user ran ``.venv/bin/ghga-tasks`` without activating."""
+    bin_dir = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
 def packaged_snakefile() -> Path:
     """The workflow shipped in the package (``ghga_tasks.workflow``, mapped from the
     repository's ``workflow/``); from a source checkout on ``sys.path``, that folder."""
@@ -33,10 +43,15 @@ def packaged_snakefile() -> Path:
         return Path(__file__).resolve().parents[2] / "workflow" / "ghga_tasks.smk"
 
 
-def run_workflow(settings: Settings, *, cores: int, verbose: bool) -> None:
-    """Run the download rules for ``settings`` in the current directory."""
+def run_workflow(
+    settings: Settings, *, cores: int, verbose: bool, workdir: Path | None = None
+) -> None:
+    """Run the download rules for ``settings`` in ``workdir`` (default: here)."""
+    _put_this_python_on_path()
+    # Snakemake's own lines are for debugging; users see our progress and summary.
+    logging.getLogger("snakemake").propagate = verbose
     # Imported here: Snakemake takes a second to import and most commands don't need it.
-    from snakemake.api import SnakemakeApi
+    from snakemake.api import GreedySchedulerSettings, SnakemakeApi
     from snakemake.exceptions import WorkflowError
     from snakemake.settings.enums import Quietness, RerunTrigger
     from snakemake.settings.types import (
@@ -56,7 +71,7 @@ def run_workflow(settings: Settings, *, cores: int, verbose: bool) -> None:
                 resource_settings=ResourceSettings(cores=cores),
                 config_settings=ConfigSettings(config=config),
                 snakefile=packaged_snakefile(),
-                workdir=Path.cwd(),
+                workdir=workdir or Path.cwd(),
             )
             dag = workflow.dag(
                 DAGSettings(
@@ -65,7 +80,10 @@ def run_workflow(settings: Settings, *, cores: int, verbose: bool) -> None:
                     rerun_triggers={RerunTrigger.MTIME, RerunTrigger.PARAMS, RerunTrigger.INPUT},
                 )
             )
-            dag.execute_workflow(scheduling_settings=SchedulingSettings(scheduler="greedy"))
+            dag.execute_workflow(
+                scheduling_settings=SchedulingSettings(scheduler="greedy"),
+                scheduler_settings=GreedySchedulerSettings(),
+            )
     except WorkflowError as error:
         log.debug("Snakemake: %s", error)
         raise WorkflowFailed("a workflow step failed; see the log it names") from None

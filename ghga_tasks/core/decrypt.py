@@ -85,7 +85,7 @@ def decrypt_file(
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    log.info(
+    log.debug(
         "%s -> %s (%s)",
         source.name,
         output.name,
