@@ -67,9 +67,14 @@ class Archive:
         retry_after_max: int = 300,
         ghga_secret_key: bytes | None = None,
         clock: Callable[[], float] = time.monotonic,
+        object_base_url: str | None = None,
     ) -> None:
         self.specs = _index_specs(files)
         self.url_ttl = url_ttl
+        # Where presigned URLs point: None means this sandbox's own outbox. Benchmarks set
+        # an nginx serving ``<workdir>/outbox`` at ``/s3/outbox/`` (it ignores the query),
+        # so the Python object store is not what gets measured. May change between runs.
+        self.object_base_url = object_base_url
         self.retry_after_min = retry_after_min
         self.retry_after_max = retry_after_max
         self.presigner = Presigner()
@@ -108,6 +113,12 @@ class Archive:
         with self._lock:
             started = self._staging_started.get(file_id)
         return started is not None and self._clock() >= started + stored.spec.stage_seconds
+
+    def reset_staging(self) -> None:
+        """Forget which files were probed, so staging starts again from the next probe
+        (benchmarks repeat a staging scenario without regenerating the files)."""
+        with self._lock:
+            self._staging_started.clear()
 
     def by_object_id(self, object_id: str) -> StoredFile | None:
         """The file stored under an outbox object UUID."""

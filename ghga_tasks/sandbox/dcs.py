@@ -105,7 +105,8 @@ class DownloadControllerApi:
 
     def _drs_object(self, request: Request, stored: StoredFile) -> Response:
         ttl = self.archive.url_ttl_for(stored.spec.file_id)
-        url = self.archive.presigner.url(request.base_url, f"{OUTBOX_PATH}/{stored.object_id}", ttl)
+        base_url = self.archive.object_base_url or request.base_url
+        url = self.archive.presigner.url(base_url, f"{OUTBOX_PATH}/{stored.object_id}", ttl)
         accession = stored.spec.file_id
         body = {
             "id": accession,

@@ -100,6 +100,7 @@ class Sandbox:
         retry_after_max: int = 300,
         threads: int = 16,
         user_id: str | None = None,
+        object_base_url: str | None = None,
     ) -> None:
         if len(user_public_key) != KEY_SIZE:
             raise ValueError("user_public_key must be the 32 raw bytes of an X25519 key")
@@ -119,6 +120,7 @@ class Sandbox:
             url_ttl=url_ttl,
             retry_after_min=retry_after_min,
             retry_after_max=retry_after_max,
+            object_base_url=object_base_url,
         )
         self.app = build_app(self.archive, self.user_public_key)
         self._server: TcpWSGIServer | None = None
@@ -279,7 +281,8 @@ class Sandbox:
         stored = self.stored_file(file_id)
         lifetime = self.archive.url_ttl if ttl is None else ttl
         path = f"{OUTBOX_PATH}/{stored.object_id}"
-        return self.archive.presigner.url(self.base_url, path, lifetime)
+        base_url = self.archive.object_base_url or self.base_url
+        return self.archive.presigner.url(base_url, path, lifetime)
 
     # --- faults --------------------------------------------------------------------------
 
