@@ -86,4 +86,7 @@ def run_workflow(
             )
     except WorkflowError as error:
         log.debug("Snakemake: %s", error)
-        raise WorkflowFailed("a workflow step failed; see the log it names") from None
+        raise WorkflowFailed(
+            f"a workflow step failed; its log is under {settings.output_dir / 'logs'} "
+            "(run with -v to see Snakemake's own output)"
+        ) from None

@@ -1,0 +1,279 @@
+"""The click CLI: prompts, flags, exit codes, decrypt, and the one-command demo.
+
+Every command runs as a real subprocess of the installed console script, as a user runs
+it; prompts are answered through a pseudo-terminal."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ghga_tasks.sandbox import SandboxFile
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+BATCH = [
+    SandboxFile("GHGAF1", ".bam", size=120_000),
+    SandboxFile("GHGAF2", "", size=5_000),
+    SandboxFile("GONE", ".vcf", available=False),
+]
+
+
+@pytest.fixture
+def project(tmp_path: Path, user_keys, monkeypatch) -> Path:
+    """A working directory with the user's keys and a config file, as a user has it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "key.pub").write_bytes(user_keys.public_key_path.read_bytes())
+    (tmp_path / "key.sec").write_bytes(user_keys.secret_key_path.read_bytes())
+    write_config(tmp_path, {})
+    return tmp_path
+
+
+def write_config(project: Path, overrides: dict) -> Path:
+    config = {
+        "output_dir": str(project / "downloads"),
+        "user_public_key": "key.pub",
+        "part_size": 65536,
+        "range_retries": 2,
+        "read_timeout": 5,
+        **overrides,
+    }
+    path = project / "ghga.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_cli(
+    sandbox,
+    *args: str,
+    input: str | None = None,
+    tty: bool = False,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``ghga-tasks`` as a user does; ``tty`` gives it a terminal stdin
+    (a pseudo-terminal that receives ``input``), otherwise stdin is a pipe."""
+    environ = {
+        **os.environ,
+        **(env or sandbox.env()),
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+    command = [str(BIN / "ghga-tasks"), *args]
+    if not tty:
+        result = subprocess.run(
+            command, input=input or "", env=environ, capture_output=True, text=True, timeout=300
+        )
+        result.output = result.stdout + result.stderr  # type: ignore[attr-defined]
+        return result
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            command,
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=environ,
+            text=True,
+        )
+        os.write(controller, (input or "").encode())
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    result.output = stdout + stderr  # type: ignore[attr-defined]
+    return result
+
+
+def object_requests(sandbox, file_id: str) -> list:
+    return [r for r in sandbox.requests.snapshot() if r.file_id == file_id and "/s3/" in r.path]
+
+
+@pytest.mark.parametrize(
+    ("answer", "exit_code"),
+    [("y\n", 0), ("n\n", 3)],  # skip the unavailable file / cancel the run
+)
+def test_unavailable_prompt_answered(sandbox_factory, project, monkeypatch, answer, exit_code):
+    sandbox = sandbox_factory(BATCH)
+    result = run_cli(sandbox, "download", "--config-file", "ghga.yaml", input=answer, tty=True)
+    assert result.returncode == exit_code, result.output
+    assert "GONE.vcf.c4gh" in result.output  # the list is shown before the question
+    downloaded = (project / "downloads/GHGAF1.bam.c4gh").exists()
+    assert downloaded == (exit_code == 0)
+
+
+def test_existing_file_skipped_at_the_prompt_is_untouched_and_not_downloaded(
+    sandbox_factory, project, monkeypatch
+):
+    sandbox = sandbox_factory(BATCH[:2])
+    existing = project / "downloads/GHGAF1.bam.c4gh"
+    existing.parent.mkdir()
+    existing.write_bytes(b"my own copy")
+    before = existing.stat().st_mtime_ns
+    result = run_cli(sandbox, "download", "--config-file", "ghga.yaml", input="y\n", tty=True)
+    assert result.returncode == 0, result.output
+    assert existing.read_bytes() == b"my own copy" and existing.stat().st_mtime_ns == before
+    assert object_requests(sandbox, "GHGAF1") == []  # not downloaded behind our back
+    assert (project / "downloads/GHGAF2.c4gh").exists()
+    assert "skipped_downloaded" in result.output
+
+
+def test_without_a_terminal_and_without_flags_it_cancels_naming_the_flag(
+    sandbox_factory, project, monkeypatch
+):
+    sandbox = sandbox_factory(BATCH)
+    result = run_cli(sandbox, "download", "--config-file", "ghga.yaml")
+    assert result.returncode == 3
+    assert "--skip-unavailable" in result.output
+    assert not (project / "downloads/GHGAF1.bam.c4gh").exists()
+
+
+@pytest.mark.parametrize("flags", [["--skip-unavailable"], ["--yes"]])
+def test_flags_answer_the_prompts(sandbox_factory, project, monkeypatch, flags, user_keys):
+    sandbox = sandbox_factory(BATCH)
+    result = run_cli(sandbox, "download", "--config-file", "ghga.yaml", *flags)
+    assert result.returncode == 0, result.output
+    assert "Summary" in result.output and "skipped_unavailable" in result.output
+    decrypted = run_cli(
+        sandbox,
+        "decrypt",
+        "--input-dir",
+        "downloads",
+        "--output-dir",
+        "plain",
+        "--private-key",
+        "key.sec",
+    )
+    assert decrypted.returncode == 0, decrypted.output
+    assert decrypted.output.count("verified") == 2
+    assert (project / "plain/GHGAF1.bam").read_bytes() == (
+        sandbox.plaintext_path("GHGAF1").read_bytes()
+    )
+
+
+def test_key_mismatch_exits_6(sandbox_factory, project, tmp_path, monkeypatch):
+    sandbox = sandbox_factory(BATCH[:1])
+    other = sandbox_factory(BATCH[:1], user_public_key=bytes(range(32)), workdir=tmp_path / "other")
+    result = run_cli(other, "download", "--config-file", "ghga.yaml", "--yes")
+    assert result.returncode == 6
+    assert "\nError: " in "\n" + result.output and "key.pub" in result.output
+    assert sandbox.requests.snapshot() == [] or object_requests(other, "GHGAF1") == []
+
+
+def test_staging_timeout_exits_4(sandbox_factory, project, monkeypatch):
+    sandbox = sandbox_factory([SandboxFile("SLOW", ".bam", stage_seconds=math.inf)])
+    write_config(project, {"max_wait_time": 1.5})
+    result = run_cli(sandbox, "download", "--config-file", "ghga.yaml", "--yes")
+    assert result.returncode == 4, result.output
+    assert "SLOW" in result.output and "max_wait_time" in result.output
+    assert not list((project / "downloads").glob("SLOW*"))
+
+
+def test_forged_envelope_exits_5(sandbox_factory, project, monkeypatch):
+    sandbox = sandbox_factory(BATCH[:1])
+    env = {**sandbox.env(), "GHGA_PUBLIC_KEY": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}
+    result = run_cli(sandbox, "download", "--config-file", "ghga.yaml", "--yes", env=env)
+    assert result.returncode == 5, result.output
+    assert "envelope" in result.output
+    assert not list((project / "downloads").glob("GHGAF1*"))
+
+
+@pytest.mark.parametrize(
+    ("config", "names"),
+    [
+        ({"connections": 0}, "connections"),  # invalid value
+        ({"skip_unavailable": "perhaps"}, "skip_unavailable"),  # not a boolean
+        ({"work_package_source": "ftp"}, "work_package_source"),  # unknown source
+    ],
+)
+def test_bad_config_exits_2(sandbox_factory, project, config, names):
+    sandbox = sandbox_factory(BATCH[:1])
+    write_config(project, config)
+    result = run_cli(sandbox, "plan", "--config-file", "ghga.yaml")
+    assert result.returncode == 2
+    assert "\nError: " in "\n" + result.output and names in result.output
+    assert "Traceback" not in result.output
+
+
+def test_plan_shows_the_table_and_downloads_nothing(sandbox_factory, project):
+    sandbox = sandbox_factory(BATCH)
+    result = run_cli(sandbox, "plan", "--config-file", "ghga.yaml")
+    assert result.returncode == 0, result.output
+    for text in ("GHGAF1.bam.c4gh", "staged", "unavailable", "free in"):
+        assert text in result.output
+    assert object_requests(sandbox, "GHGAF1") == []
+
+
+def test_decrypt_refuses_to_overwrite_and_detects_a_checksum_mismatch(
+    sandbox_factory, project, monkeypatch
+):
+    sandbox = sandbox_factory(BATCH[:2])
+    assert (
+        run_cli(
+            sandbox,
+            "download",
+            "--config-file",
+            "ghga.yaml",
+            "--yes",
+        ).returncode
+        == 0
+    )
+    out = project / "plain"
+    out.mkdir()
+    (out / "GHGAF1.bam").write_bytes(b"precious")
+    result = run_cli(
+        sandbox,
+        "decrypt",
+        "--input-dir",
+        "downloads",
+        "--output-dir",
+        "plain",
+        "--private-key",
+        "key.sec",
+    )
+    assert result.returncode == 1
+    assert (out / "GHGAF1.bam").read_bytes() == b"precious"
+    assert "already exists" in result.output
+
+    report = project / "downloads/ghga_report.tsv"
+    report.write_text(report.read_text().replace(sandbox.checksum("GHGAF2"), "0" * 64))
+    (out / "GHGAF1.bam").unlink()
+    (out / "GHGAF2").unlink()  # decrypted by the first run
+    result = run_cli(
+        sandbox,
+        "decrypt",
+        "--input-dir",
+        "downloads",
+        "--output-dir",
+        "plain",
+        "--private-key",
+        "key.sec",
+    )
+    assert result.returncode == 5
+    assert not (out / "GHGAF2").exists() and not (out / "GHGAF2.part").exists()
+    assert hashlib.sha256((out / "GHGAF1.bam").read_bytes()).hexdigest() == (
+        sandbox.checksum("GHGAF1")
+    )
+
+
+def test_demo_runs_end_to_end_as_a_user_runs_it(tmp_path):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        [str(BIN / "ghga-tasks"), "demo", "--dir", str(tmp_path / "demo")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Summary" in result.stdout and "verified against the archive" in result.stdout
+    assert len(list((tmp_path / "demo/decrypted").iterdir())) == 4
+    assert not list((tmp_path / "demo/downloads").glob("*.part"))
