@@ -8,6 +8,9 @@
     │   └── EnvelopeRejected            exit 5   envelope malformed or not written by GHGA
     ├── PublicKeyMismatch               exit 6   the user's key file is not the archive's copy
     ├── OutputExists                    exit 1   a final file exists and overwrite was not asked
+    ├── LocalStorageError               exit 1   the output directory cannot take the file
+    │   ├── NoSpaceLeft                 exit 1   disk full or quota exceeded
+    │   └── OutputLocked                exit 1   another run or job is writing there
     ├── ApiError                        exit 1   the Download API answered something unusable
     │   └── AuthorizationError          exit 1   401/403 from the Download API
     └── TransferError                   exit 1   the object store did not deliver the bytes
@@ -91,6 +94,36 @@ class OutputExists(GhgaTasksError):
     def __init__(self, *, path: str) -> None:
         self.path = path
         super().__init__(f"{path} already exists and overwrite was not asked for")
+
+
+class LocalStorageError(GhgaTasksError):
+    """Writing to the output directory failed (not the archive's fault)."""
+
+    def __init__(self, *, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class NoSpaceLeft(LocalStorageError):
+    """The file system (or the user's quota) has no room for the file."""
+
+    def __init__(self, *, path: str, needed: int | None = None, free: int | None = None) -> None:
+        detail = ""
+        if needed is not None and free is not None:
+            detail = f" (needs {needed} bytes, {free} free)"
+        super().__init__(
+            path=path,
+            problem=f"no space left on device{detail}; free some space or choose another "
+            "output_dir, then run again",
+        )
+
+
+class OutputLocked(LocalStorageError):
+    """Another ghga-tasks run or download job holds the lock on this path."""
+
+    def __init__(self, *, path: str, holder: str) -> None:
+        super().__init__(path=path, problem=f"{holder}; wait for it to finish or stop it first")
 
 
 class ApiError(GhgaTasksError):
