@@ -277,3 +277,47 @@ def test_demo_runs_end_to_end_as_a_user_runs_it(tmp_path):
     assert "Summary" in result.stdout and "verified against the archive" in result.stdout
     assert len(list((tmp_path / "demo/decrypted").iterdir())) == 4
     assert not list((tmp_path / "demo/downloads").glob("*.part"))
+
+
+def test_decrypt_asks_for_the_passphrase_of_a_protected_key(sandbox_factory, project, tmp_path):
+    from crypt4gh.keys import c4gh
+
+    locked_pub, locked_sec = tmp_path / "locked.pub", tmp_path / "locked.sec"
+    c4gh.generate(str(locked_sec), str(locked_pub), passphrase=b"open sesame", comment=b"test")
+    from crypt4gh.keys import get_public_key
+
+    sandbox = sandbox_factory(
+        BATCH[1:2],
+        user_public_key=bytes(get_public_key(str(locked_pub))),
+        workdir=tmp_path / "locked-sandbox",
+    )
+    write_config(project, {"user_public_key": str(locked_pub)})
+    assert run_cli(sandbox, "download", "--config-file", "ghga.yaml", "--yes").returncode == 0
+    wrong = run_cli(
+        sandbox,
+        "decrypt",
+        "--input-dir",
+        "downloads",
+        "--output-dir",
+        "plain",
+        "--private-key",
+        str(locked_sec),
+        input="guess\n",
+        tty=True,
+    )
+    assert wrong.returncode == 2 and not (project / "plain/GHGAF2").exists()
+    right = run_cli(
+        sandbox,
+        "decrypt",
+        "--input-dir",
+        "downloads",
+        "--output-dir",
+        "plain",
+        "--private-key",
+        str(locked_sec),
+        input="open sesame\n",
+        tty=True,
+    )
+    assert right.returncode == 0, right.output
+    assert "open sesame" not in right.stdout  # the prompt hides what is typed
+    assert (project / "plain/GHGAF2").read_bytes() == sandbox.plaintext_path("GHGAF2").read_bytes()
