@@ -27,6 +27,7 @@ from .keys import check_public_key
 from .plan import PLAN_FILE, PlanEntry, Status, plan_downloads, read_plan, write_plan
 from .settings import Settings
 from .work_package import FileSpec, WorkPackage, work_package_from_env
+from .wps import WpsWorkPackage, work_order_download_api, work_package_from_wps
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +87,16 @@ def load_work_package(settings: Settings, environ: Mapping[str, str] | None = No
     """The one swappable source of work package info (``work_package_source``)."""
     if settings.work_package_source == "env":
         return work_package_from_env(environ)
+    if settings.work_package_source == "wps":
+        return work_package_from_wps(settings, environ)
     raise ConfigurationError(
         setting="work_package_source", problem=f"unknown source {settings.work_package_source!r}"
     )
 
 
 def download_api(work_package: WorkPackage, settings: Settings) -> DownloadApi:
+    if isinstance(work_package, WpsWorkPackage):
+        return work_order_download_api(work_package, settings)  # a fresh WOT per call
     token = work_package.work_order_token
     return DownloadApi(
         work_package.download_api_url,

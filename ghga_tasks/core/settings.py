@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import ConfigurationError
 
-WORK_PACKAGE_SOURCES = ("env",)
+WORK_PACKAGE_SOURCES = ("env", "wps")
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
 
@@ -25,6 +25,10 @@ _FALSE = {"false", "no", "0", "off"}
 class Settings:
     output_dir: Path = Path("downloads")
     work_package_source: str = "env"
+    # wps only: "" means the env var (GHGA_WKVS_URL, GHGA_DOWNLOAD_TOKEN) or GHGA's own
+    # well-known values. A file *name* for the token: the token itself is never a setting.
+    wkvs_url: str = ""
+    download_token_file: str = ""
     user_public_key: Path = Path("key.pub")
     user_private_key: Path = Path("key.sec")
     skip_downloaded: bool = False

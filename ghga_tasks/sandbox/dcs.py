@@ -2,23 +2,26 @@
 
 Auth hook: every object route first asks an :data:`AuthPolicy` who is calling. In env
 mode (:func:`optional_bearer`) a ``Bearer`` header is accepted but not required, and the
-envelope goes to the configured user key. A later work-order-token policy verifies the
-JWT, answers 401/403 itself (returning a :class:`Response`), and otherwise returns the
-token's ``user_public_crypt4gh_key`` and ``accession``, which is where the real DCS
-takes the envelope's recipient from.
+envelope goes to the configured user key. :func:`work_order_token_policy` verifies a
+work order token (signature, expiry, claims), answers 401/403 itself (returning a
+:class:`Response`), and otherwise returns the token's ``user_public_crypt4gh_key`` and
+``accession``, which is where the real DCS takes the envelope's recipient from.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ghga_tasks.sandbox.app import Request, Response, Router, httpyexpect_error, json_response
 from ghga_tasks.sandbox.archive import Archive, Missing, Staged, Staging
 from ghga_tasks.sandbox.files import StoredFile
 from ghga_tasks.sandbox.presign import OUTBOX_PATH
+from ghga_tasks.sandbox.wps import invalid_credentials, not_authenticated
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,52 @@ def optional_bearer(user_public_key: bytes) -> AuthPolicy:
         return context
 
     return policy
+
+
+def work_order_token_policy(
+    verify: Callable[[str], Mapping[str, Any] | None], fallback: AuthPolicy | None = None
+) -> AuthPolicy:
+    """The real DCS's policy: a valid work order token for this very object (§2 D2).
+
+    ``verify`` returns the claims of a genuine, unexpired token, else None. With a
+    ``fallback`` (the sandbox's default), requests without a JWT-shaped bearer are left
+    to it, so env-mode clients keep working next to WPS-mode ones; without one, such
+    requests get the real DCS's 401.
+    """
+
+    def policy(request: Request, object_id: str) -> AuthContext | Response:
+        token = request.bearer_token
+        if fallback is not None and (token is None or token.count(".") != 2):
+            return fallback(request, object_id)
+        response = _check_work_order_token(token, verify, object_id)
+        if isinstance(response, Response):
+            response.file_id = object_id
+        return response
+
+    return policy
+
+
+def _check_work_order_token(
+    token: str | None, verify: Callable[[str], Mapping[str, Any] | None], object_id: str
+) -> AuthContext | Response:
+    if token is None:
+        return not_authenticated()
+    claims = verify(token)
+    if claims is None:
+        return invalid_credentials()
+    if claims.get("accession") != object_id:
+        return httpyexpect_error(
+            403,
+            "wrongFileAuthorizationError",
+            "Endpoint file ID did not match file ID announced in work order token.",
+        )
+    try:
+        key = base64.b64decode(str(claims["user_public_crypt4gh_key"]), validate=True)
+    except (binascii.Error, ValueError):
+        return invalid_credentials()
+    if len(key) != 32:
+        return invalid_credentials()
+    return AuthContext(user_public_key=key, accession=object_id)
 
 
 def no_such_object(object_id: str) -> Response:

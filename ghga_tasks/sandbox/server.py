@@ -42,7 +42,12 @@ from waitress.server import TcpWSGIServer
 from ghga_tasks.core.errors import ConfigurationError
 from ghga_tasks.sandbox.app import RequestLog, Router, SandboxApp
 from ghga_tasks.sandbox.archive import Archive
-from ghga_tasks.sandbox.dcs import DCS_BASE_PATH, DownloadControllerApi, optional_bearer
+from ghga_tasks.sandbox.dcs import (
+    DCS_BASE_PATH,
+    DownloadControllerApi,
+    optional_bearer,
+    work_order_token_policy,
+)
 from ghga_tasks.sandbox.faults import Faults, InjectedFault
 from ghga_tasks.sandbox.files import (
     KEY_SIZE,
@@ -53,6 +58,14 @@ from ghga_tasks.sandbox.files import (
 )
 from ghga_tasks.sandbox.outbox import OutboxApi
 from ghga_tasks.sandbox.presign import OUTBOX_PATH
+from ghga_tasks.sandbox.wps import (
+    WKVS_BASE_PATH,
+    MintedWorkPackage,
+    WellKnownValuesApi,
+    WorkOrderSigner,
+    WorkPackageApi,
+    files_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +82,26 @@ DEFAULT_FILES: tuple[SandboxFile, ...] = (
 """The contract's default batch: mixed extensions (incl. none), one file staging ~3 s."""
 
 
-def build_app(archive: Archive, user_public_key: bytes) -> SandboxApp:
-    """The WSGI app with the Download Controller and the outbox registered (env mode)."""
+def build_app(
+    archive: Archive,
+    user_public_key: bytes,
+    work_packages: WorkPackageApi | None = None,
+    well_known_values: WellKnownValuesApi | None = None,
+    *,
+    require_work_order_tokens: bool = False,
+) -> SandboxApp:
+    """The WSGI app: Download Controller and outbox (env mode), plus, with
+    ``work_packages``, the WKVS and WPS, and a DCS that verifies work order tokens."""
     app = SandboxApp(Router(), RequestLog())
-    DownloadControllerApi(archive, optional_bearer(user_public_key)).register(app.router)
+    auth = optional_bearer(user_public_key)
+    if work_packages is not None:
+        fallback = None if require_work_order_tokens else auth
+        auth = work_order_token_policy(work_packages.signer.verify, fallback)
+        if well_known_values is None:
+            well_known_values = WellKnownValuesApi({"HD01": archive.ghga_public_key}, DCS_BASE_PATH)
+        well_known_values.register(app.router)
+        work_packages.register(app.router)
+    DownloadControllerApi(archive, auth).register(app.router)
     OutboxApi(archive).register(app.router)
     return app
 
@@ -101,6 +130,7 @@ class Sandbox:
         threads: int = 16,
         user_id: str | None = None,
         object_base_url: str | None = None,
+        require_work_order_tokens: bool = False,
     ) -> None:
         if len(user_public_key) != KEY_SIZE:
             raise ValueError("user_public_key must be the 32 raw bytes of an X25519 key")
@@ -122,7 +152,21 @@ class Sandbox:
             retry_after_max=retry_after_max,
             object_base_url=object_base_url,
         )
-        self.app = build_app(self.archive, self.user_public_key)
+        # The WKVS and WPS (protocol §2): one work package for all files, minted up front.
+        self.work_packages = WorkPackageApi(WorkOrderSigner())
+        self.well_known_values = WellKnownValuesApi(
+            {"HD01": self.archive.ghga_public_key}, DCS_BASE_PATH
+        )
+        self.work_package: MintedWorkPackage = self.work_packages.mint(
+            files_of(files), self.user_public_key
+        )
+        self.app = build_app(
+            self.archive,
+            self.user_public_key,
+            self.work_packages,
+            self.well_known_values,
+            require_work_order_tokens=require_work_order_tokens,
+        )
         self._server: TcpWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -222,6 +266,16 @@ class Sandbox:
         return f"{self.base_url}{DCS_BASE_PATH}"
 
     @property
+    def wkvs_url(self) -> str:
+        """The well-known values root (``wkvs_url``; the official client's WKVS API URL)."""
+        return f"{self.base_url}{WKVS_BASE_PATH}"
+
+    @property
+    def download_token(self) -> str:
+        """``<work package id>:<sealed access token>`` for the minted work package."""
+        return self.work_package.download_token
+
+    @property
     def ghga_public_key(self) -> bytes:
         return self.archive.ghga_public_key
 
@@ -234,7 +288,8 @@ class Sandbox:
         return tuple(self.archive.specs.values())
 
     def env(self) -> dict[str, str]:
-        """The ``GHGA_*`` variables a client needs for this sandbox (env work package)."""
+        """The ``GHGA_*`` variables a client needs for this sandbox: the env work package,
+        and the two the ``wps`` source needs (CONTRACT.md)."""
         specs = self.files
         return {
             "GHGA_DOWNLOAD_API_URL": self.dcs_url,
@@ -243,6 +298,8 @@ class Sandbox:
             "GHGA_USER_ID": self.user_id,
             "GHGA_USER_PUBLIC_KEY": base64.b64encode(self.user_public_key).decode("ascii"),
             "GHGA_PUBLIC_KEY": base64.b64encode(self.ghga_public_key).decode("ascii"),
+            "GHGA_WKVS_URL": self.wkvs_url,
+            "GHGA_DOWNLOAD_TOKEN": self.download_token,
         }
 
     # --- file facts for tests -------------------------------------------------------------
