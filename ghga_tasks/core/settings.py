@@ -40,6 +40,12 @@ class Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     range_retries: int = 5
+    # Decrypt each file while it downloads (user_private_key) and compare the plaintext
+    # SHA-256 with the archive's checksum; a mismatch deletes the .part (exit 5).
+    verify: bool = False
+    # Plain-http URLs for a host other than loopback are refused unless this is true:
+    # tokens and presigned URLs would cross the network readable by anyone on the way.
+    allow_http: bool = False
 
     def __post_init__(self) -> None:
         if self.work_package_source not in WORK_PACKAGE_SOURCES:
