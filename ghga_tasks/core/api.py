@@ -8,26 +8,32 @@ Each endpoint has one small function that turns a response into a typed result
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .envelope import check_envelope, decode_envelope_body
-from .errors import ApiError, AuthorizationError
+from .errors import ApiError, AuthorizationError, ConfigurationError
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
 DEFAULT_RETRY_AFTER = 5.0  # when a 202 carries a Retry-After we cannot read
 MAX_RETRY_AFTER = 300.0  # the real DCS never asks for more; a larger value is a server bug
+MAX_OBJECT_SIZE = 2**53  # 9 PB: a larger DRS size is a server bug, not a file
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
 @dataclass(frozen=True)
@@ -50,9 +56,23 @@ class Unavailable:
 ProbeResult = Staged | Staging | Unavailable
 
 
+class LenientRetry(Retry):
+    """urllib3 ``Retry`` that reads ``Retry-After`` like :func:`parse_retry_after`.
+
+    urllib3 raises ``InvalidHeader`` on a garbage value, failing the request that was
+    meant to be retried; here garbage means the default wait, and any value is capped.
+    """
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        return parse_retry_after(retry_after)
+
+
 def make_session(*, retries: int = 5, pool_size: int = 8) -> requests.Session:
-    """A session that retries transient failures of idempotent requests with backoff."""
-    retry = Retry(
+    """A session that retries transient failures of idempotent requests with backoff.
+
+    TLS certificates are always verified (``requests``' default, never switched off).
+    """
+    retry = LenientRetry(
         total=retries,
         backoff_factor=0.5,
         backoff_max=30,
@@ -93,6 +113,37 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: traffic that never leaves this machine."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_url_problem(url: str, *, allow_http: bool) -> str:
+    """Why ``url`` must not be used ("" if it may): https, or http to loopback, or http
+    anywhere when the user set ``allow_http``. The query (a signature) is never shown."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return "is not a valid URL"
+    shown = f"{parts.scheme}://{parts.netloc}{parts.path}"
+    if parts.scheme == "https" and host:
+        return ""
+    if parts.scheme != "http" or not host:
+        return f"{shown} is not an http(s) URL"
+    if is_loopback(host) or allow_http:
+        return ""
+    return (
+        f"{shown} is plain http to another machine; tokens and download URLs would travel "
+        "unencrypted (set allow_http: true only for a test server you trust)"
+    )
+
+
 def error_reason(response: requests.Response) -> str:
     """GHGA errors carry ``description`` (httpyexpect) or ``detail`` (FastAPI)."""
     try:
@@ -112,16 +163,30 @@ def parse_drs_object(body: Any, *, url: str, file_id: str) -> Staged:
     if problem:
         raise ApiError(url=url, file_id=file_id, status_code=200, problem=problem)
     access_url = next(m["access_url"]["url"] for m in body["access_methods"] if _is_s3(m))
-    checksums = body.get("checksums") or []
-    sha256 = next(
-        (
-            c.get("checksum")
-            for c in checksums
-            if isinstance(c, dict) and c.get("type") == "sha-256"
-        ),
-        None,
-    )
-    return Staged(size=body["size"], url=access_url, sha256=sha256)
+    return Staged(size=body["size"], url=access_url, sha256=_sha256_checksum(body))
+
+
+def _sha256_checksum(body: dict[str, Any]) -> str | None:
+    """The ``sha-256`` entry of ``checksums``, if it is 64 hex digits (else unknown)."""
+    checksums = body.get("checksums")
+    if not isinstance(checksums, list):
+        return None
+    for entry in checksums:
+        if isinstance(entry, dict) and entry.get("type") == "sha-256":
+            value = entry.get("checksum")
+            if isinstance(value, str) and _SHA256_HEX.fullmatch(value):
+                return value.lower()
+    return None
+
+
+def _shown(value: Any) -> str:
+    """A short, safe rendering of a value from a server (huge ints cannot be printed)."""
+    if isinstance(value, int) and not -(10**30) < value < 10**30:
+        return "(a number of more than 30 digits)"
+    try:
+        return repr(value)[:40]
+    except (ValueError, RecursionError):
+        return f"(a {type(value).__name__})"
 
 
 def _is_s3(method: Any) -> bool:
@@ -130,6 +195,7 @@ def _is_s3(method: Any) -> bool:
         and method.get("type") == "s3"
         and isinstance(method.get("access_url"), dict)
         and isinstance(method["access_url"].get("url"), str)
+        and bool(method["access_url"]["url"])
     )
 
 
@@ -137,8 +203,8 @@ def _drs_object_problem(body: Any) -> str:
     if not isinstance(body, dict):
         return "DRS object is not a JSON object"
     size = body.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        return f"DRS object has an invalid size {size!r}"
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_OBJECT_SIZE:
+        return f"DRS object has an invalid size {_shown(size)}"
     methods = body.get("access_methods")
     if not isinstance(methods, list) or not any(_is_s3(m) for m in methods):
         return "DRS object has no s3 access method"
@@ -155,7 +221,12 @@ class DownloadApi:
         session: requests.Session | None = None,
         token_for: Callable[[str], str | None] | None = None,
         timeout: tuple[float, float] = (10.0, 60.0),
+        allow_http: bool = False,
     ) -> None:
+        problem = insecure_url_problem(base_url, allow_http=allow_http)
+        if problem:
+            raise ConfigurationError(setting="Download API URL", problem=problem)
+        self.allow_http = allow_http
         self.base_url = base_url.rstrip("/")
         self.session = session or make_session()
         self._token_for = token_for or (lambda _file_id: None)
@@ -185,7 +256,10 @@ class DownloadApi:
         response = self._get(f"/objects/{file_id}", file_id)
         match response.status_code:
             case 200:
-                return parse_drs_object(_json(response, file_id), url=response.url, file_id=file_id)
+                staged = parse_drs_object(
+                    _json(response, file_id), url=response.url, file_id=file_id
+                )
+                return self._checked_download_url(staged, response.url, file_id)
             case 202:
                 return Staging(retry_after=parse_retry_after(response.headers.get("Retry-After")))
             case 404:
@@ -197,6 +271,14 @@ class DownloadApi:
                     status_code=status,
                     problem=f"unexpected answer to a probe: {error_reason(response)}",
                 )
+
+    def _checked_download_url(self, staged: Staged, url: str, file_id: str) -> Staged:
+        problem = insecure_url_problem(staged.url, allow_http=self.allow_http)
+        if problem:
+            raise ApiError(
+                url=url, file_id=file_id, status_code=200, problem=f"download URL {problem}"
+            )
+        return staged
 
     def fetch_envelope(self, file_id: str, *, ghga_public_key: bytes) -> bytes:
         """``GET /objects/{id}/envelopes``: the 124-byte header, checked to be GHGA's."""
@@ -215,7 +297,7 @@ class DownloadApi:
 def _json(response: requests.Response, file_id: str) -> Any:
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
         raise ApiError(
             url=response.url,
             file_id=file_id,
@@ -228,6 +310,8 @@ def _describe(error: requests.RequestException) -> str:
     """A short reason for a transport failure, without the long urllib3 repr."""
     if isinstance(error, requests.exceptions.RetryError):
         return "gave up after repeated server errors"
+    if isinstance(error, requests.exceptions.SSLError):
+        return "TLS failed: the server's certificate is not trusted or the connection broke"
     if isinstance(error, requests.ConnectionError):
         return "could not connect"
     if isinstance(error, requests.Timeout):

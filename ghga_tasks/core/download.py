@@ -1,31 +1,55 @@
-"""Downloading one file: wait for staging, write ``<name>.part``, verify, rename.
+"""Downloading one file: wait for staging, write ``<name>.part``, check, rename.
 
 The promise: a file named ``<file_id><ext>.c4gh`` is always complete (envelope plus every
-byte of the object). Anything else ends with the ``.part`` deleted and an error raised.
-An existing final file is only replaced when overwrite was asked for, and even then
-only by the atomic rename of a verified ``.part``.
+byte of the object, size-checked, and with ``verify: true`` decrypted and compared with
+the archive's SHA-256). Anything else ends with the ``.part`` deleted and an error raised:
+a failed range, a full disk, a corrupt byte, Ctrl-C or SIGTERM (the CLI turns SIGTERM
+into an exception, so the same cleanup runs).
+
+An existing final file is only replaced when overwrite was asked for, and even then only
+by the atomic rename of a checked ``.part``. Without overwrite the ``.part`` is *linked*
+into place, which fails rather than replaces if a file appeared meanwhile.
+
+The job holds an exclusive lock on its ``.part`` from open to rename (see ``locks``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
 import os
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 from .api import DownloadApi, Staged, Staging, Unavailable, make_session
-from .errors import ApiError, IntegrityError, OutputExists, StagingTimeout
+from .errors import (
+    ApiError,
+    IntegrityError,
+    LocalStorageError,
+    NoSpaceLeft,
+    OutputExists,
+    StagingTimeout,
+)
+from .locks import is_current, open_locked_part, remove_if_current
 from .settings import Settings
-from .transfer import SessionPool, UrlSource, download_ranges
+from .transfer import SessionPool, TransferPlan, UrlSource, download_ranges, pwrite_all
+from .verify import FileChecker, SegmentDecryptor, check_key_pair, session_key
 from .work_package import FileSpec, WorkPackage
+from .wps import private_key_for_tokens
 
 log = logging.getLogger(__name__)
 
 HASH_READ_SIZE = 4 * 1024 * 1024
 PROGRESS_INTERVAL = 10.0  # seconds between progress lines in the job log
+# Local write failures: the user's file system, not GHGA, so they get their own error.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_LOCAL_FAILURES = (errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 
 
 @dataclass(frozen=True)
@@ -95,23 +119,31 @@ def download_file(
     target = Target.for_file(spec, settings.output_dir)
     if target.final.exists() and not settings.overwrite:
         raise OutputExists(path=str(target.final))
+    private_key = private_key_for_verify(settings, work_package)  # fail before waiting
     staged, waited = wait_until_staged(api, spec.file_id, max_wait_time=settings.max_wait_time)
-    if waited:
+    if waited >= 0.5:
         log.info("%s: waited %.0f s for staging", spec.file_id, waited)
     envelope = api.fetch_envelope(spec.file_id, ghga_public_key=work_package.ghga_public_key)
+    key = session_key(envelope, private_key, file_id=spec.file_id) if private_key else None
     urls = UrlSource(staged.url, renew=lambda: _fresh_url(api, spec.file_id))
     started = time.monotonic()
-    download_to_part(target, envelope, staged.size, urls, settings, file_id=spec.file_id)
-    sha256 = finalize_part(target, expected_size=len(envelope) + staged.size, file_id=spec.file_id)
-    seconds = time.monotonic() - started
     size = len(envelope) + staged.size
+    with PartFile(target) as part:
+        ensure_free_space(target.part.parent, size)
+        sha256 = write_part(
+            part, envelope, staged.size, urls, settings,
+            file_id=spec.file_id, session_key=key, expected_sha256=staged.sha256,
+        )  # fmt: skip
+        finalize_part(part, expected_size=size, file_id=spec.file_id, overwrite=settings.overwrite)
+    seconds = time.monotonic() - started
     log.info(
-        "%s: downloaded %d bytes in %.1f s (%.1f MB/s) to %s",
+        "%s: downloaded %d bytes in %.1f s (%.1f MB/s) to %s%s",
         spec.file_id,
         size,
         seconds,
         size / max(seconds, 1e-6) / 1e6,
         target.final,
+        ", decrypted and verified" if key else "",
     )
     return DownloadResult(
         spec.file_id,
@@ -133,6 +165,116 @@ def _fresh_url(api: DownloadApi, file_id: str) -> str:
     return result.url
 
 
+def private_key_for_verify(settings: Settings, work_package: WorkPackage) -> bytes | None:
+    """The user's private key when ``verify`` is on, checked against the public key.
+
+    A passphrase-protected key is opened with ``GHGA_KEY_PASSPHRASE``, as for tokens:
+    download jobs run unattended and cannot prompt.
+    """
+    if not settings.verify:
+        return None
+    private_key = private_key_for_tokens(settings, os.environ)
+    check_key_pair(private_key, work_package.user_public_key)
+    return private_key
+
+
+def ensure_free_space(directory: Path, needed: int) -> None:
+    """Fail before downloading when the file system cannot take ``needed`` more bytes."""
+    free = shutil.disk_usage(directory).free
+    if needed > free:
+        raise NoSpaceLeft(path=str(directory), needed=needed, free=free)
+
+
+class PartFile:
+    """The locked ``.part`` of one target, open for the whole download.
+
+    On leaving with an error (Ctrl-C and SIGTERM included) the ``.part`` is deleted,
+    unless it is no longer ours; the lock goes when the descriptor is closed.
+    """
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.fd = -1
+
+    def __enter__(self) -> PartFile:
+        with local_errors(self.target.part):
+            self.target.part.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = open_locked_part(self.target.part)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is not None:
+            self.remove()
+        os.close(self.fd)
+
+    def remove(self) -> None:
+        """Delete the ``.part`` now (idempotent); writers may still finish into it."""
+        remove_if_current(self.fd, self.target.part)
+
+
+@contextlib.contextmanager
+def local_errors(path: Path) -> Iterator[None]:
+    """Turn the file system's refusals into errors that say whose problem it is."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in _NO_SPACE:
+            raise NoSpaceLeft(path=str(path.parent)) from error
+        if error.errno in _LOCAL_FAILURES:
+            raise LocalStorageError(path=str(path), problem=error.strerror or str(error)) from error
+        raise
+
+
+def write_part(
+    part: PartFile,
+    envelope: bytes,
+    size: int,
+    urls: UrlSource,
+    settings: Settings,
+    *,
+    file_id: str,
+    session_key: bytes | None = None,
+    expected_sha256: str | None = None,
+) -> str:
+    """Write envelope + object into the locked ``.part``; return the file's SHA-256.
+
+    With ``session_key`` the content is decrypted while it arrives and compared with
+    ``expected_sha256``. On any failure the ``.part`` is removed at once, before the
+    connections are wound down, so even a SIGKILL during that wait leaves none behind.
+    """
+    decryptor = SegmentDecryptor(session_key, file_id=file_id) if session_key else None
+    checker = FileChecker(
+        part.fd, envelope, file_id=file_id, decryptor=decryptor, expected_sha256=expected_sha256
+    )
+    sessions = SessionPool(lambda: make_session(retries=settings.range_retries))
+    plan = TransferPlan(
+        connections=settings.connections,
+        part_size=settings.part_size,
+        timeout=(settings.connect_timeout, settings.read_timeout),
+        retries=settings.range_retries,
+    )
+    try:
+        with local_errors(part.target.part):
+            pwrite_all(part.fd, envelope, 0)
+            download_ranges(
+                file_id=file_id, fd=part.fd, offset=len(envelope), size=size, urls=urls,
+                sessions=sessions, plan=plan, on_bytes=_ProgressLog(file_id, size).add,
+                follower=checker, on_failure=part.remove,
+            )  # fmt: skip
+            os.fsync(part.fd)
+    except BaseException:
+        part.remove()
+        raise
+    finally:
+        sessions.close()
+    return checker.hexdigest()
+
+
 def download_to_part(
     target: Target,
     envelope: bytes,
@@ -141,52 +283,45 @@ def download_to_part(
     settings: Settings,
     *,
     file_id: str,
-) -> None:
-    """Write envelope + object to ``target.part`` (replacing a stale one); on any failure,
-    including Ctrl-C, the ``.part`` is deleted before the error goes on."""
-    target.part.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(target.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    sessions = SessionPool(lambda: make_session(retries=settings.range_retries))
-    progress = _ProgressLog(file_id, size)
-    try:
-        os.pwrite(fd, envelope, 0)
-        download_ranges(
-            file_id=file_id,
-            fd=fd,
-            offset=len(envelope),
-            size=size,
-            urls=urls,
-            sessions=sessions,
-            connections=settings.connections,
-            part_size=settings.part_size,
-            timeout=(settings.connect_timeout, settings.read_timeout),
-            retries=settings.range_retries,
-            on_bytes=progress.add,
+    session_key: bytes | None = None,
+    expected_sha256: str | None = None,
+) -> str:
+    """Write envelope + object to ``target.part`` (replacing a stale one) and leave it
+    there, unlocked, for the caller; on any failure the ``.part`` is deleted."""
+    with PartFile(target) as part:
+        return write_part(
+            part, envelope, size, urls, settings,
+            file_id=file_id, session_key=session_key, expected_sha256=expected_sha256,
+        )  # fmt: skip
+
+
+def finalize_part(part: PartFile, *, expected_size: int, file_id: str, overwrite: bool) -> None:
+    """Check the ``.part`` is exactly the expected size and give it its final name,
+    still holding its lock. Never replaces an existing file unless ``overwrite``."""
+    target = part.target
+    actual = os.fstat(part.fd).st_size
+    if actual != expected_size:
+        raise IntegrityError(
+            file_id=file_id, problem=f"{actual} bytes written, {expected_size} expected"
         )
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        target.part.unlink(missing_ok=True)
-        raise
-    finally:
-        sessions.close()
-    os.close(fd)
-
-
-def finalize_part(target: Target, *, expected_size: int, file_id: str) -> str:
-    """Check the ``.part`` is exactly the expected size, hash it, rename it into place."""
-    try:
-        actual = target.part.stat().st_size
-        if actual != expected_size:
-            raise IntegrityError(
-                file_id=file_id, problem=f"{actual} bytes written, {expected_size} expected"
-            )
-        sha256 = file_sha256(target.part)
+    if not is_current(part.fd, target.part):
+        raise IntegrityError(file_id=file_id, problem=f"{target.part} was moved or removed")
+    if overwrite:
         os.replace(target.part, target.final)
-    except BaseException:
-        target.part.unlink(missing_ok=True)
-        raise
-    return sha256
+        return
+    try:
+        os.link(target.part, target.final)
+    except FileExistsError:
+        raise OutputExists(path=str(target.final)) from None
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        # No hard links on this file system: check, then rename (a tiny race window).
+        if target.final.exists():
+            raise OutputExists(path=str(target.final)) from None
+        os.replace(target.part, target.final)
+        return
+    target.part.unlink()
 
 
 def file_sha256(path: Path) -> str:

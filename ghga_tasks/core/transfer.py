@@ -4,24 +4,32 @@ Design notes:
 - The object is split into equal ranges, a multiple of the connection count, so the last
   wave of requests is as full as the first (fixed-size parts leave a half-empty wave).
 - Every range is written straight to its offset with ``os.pwrite``: memory stays at one
-  read buffer per connection, whatever the file size.
+  read buffer per connection, whatever the file size. A short ``pwrite`` is completed, not
+  ignored: a hole left in the file would pass the size check as zeros.
 - Two retry layers: urllib3 retries a request that fails before its body (connect errors,
-  5xx); a range that breaks mid-body is resumed from its last written byte, up to
-  ``range_retries`` times.
+  5xx, 429 with ``Retry-After``); a range that breaks mid-body, stalls longer than the read
+  timeout or arrives short is resumed from its last written byte. Each range has its own
+  budget of ``range_retries`` failures; when it is spent the file fails.
 - A 403 from the object store means the presigned URL expired: the URL is renewed once
   for all connections (``UrlSource``) and the range goes on.
-- A server that ignores ``Range`` (200 with the whole body) is handled by skipping to the
-  range start; a body shorter than asked is never accepted.
+- Nothing the server says is taken on trust: a 206 must start where we asked and name the
+  object's size; a 200 (``Range`` ignored) must carry the whole object, and we skip to
+  our start; a body shorter than asked is never accepted.
+- Ranges finish out of order, but :class:`Prefix` knows how much of the object is on disk
+  from byte 0 on. A *follower* task (hashing, decrypt-verify) reads that prefix back in
+  order while the download goes on, so checking costs no second pass over the file.
+- Stopping is prompt: on failure or a signal every range stops at its next chunk, and
+  connections blocked in a read are shut down instead of waiting for the read timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
@@ -85,6 +93,104 @@ class UrlSource:
             return self._url
 
 
+class Stopped(Exception):
+    """The download was stopped (a range failed, or the process is shutting down)."""
+
+
+class Prefix:
+    """How many bytes of the object, counted from byte 0, are already on disk.
+
+    Each range is written front to back (a resumed range continues at its last byte), so
+    the on-disk prefix is: all complete leading ranges plus the written head of the first
+    incomplete one. Followers wait on it to read the file in order.
+    """
+
+    def __init__(self, ranges: list[ByteRange], stop: threading.Event) -> None:
+        self._ranges = ranges
+        self._done = [0] * len(ranges)
+        self._first_open = 0  # index of the first incomplete range
+        self._stop = stop
+        self._changed = threading.Condition()
+        self.size = ranges[-1].stop if ranges else 0
+
+    @property
+    def value(self) -> int:
+        with self._changed:
+            return self._value()
+
+    def _value(self) -> int:
+        if self._first_open == len(self._ranges):
+            return self.size
+        return self._ranges[self._first_open].start + self._done[self._first_open]
+
+    def add(self, index: int, count: int) -> None:
+        """Range ``index`` has ``count`` more bytes on disk (written in order)."""
+        with self._changed:
+            self._done[index] += count
+            if index != self._first_open:
+                return
+            while self._first_open < len(self._ranges) and self._done[self._first_open] == len(
+                self._ranges[self._first_open]
+            ):
+                self._first_open += 1
+            self._changed.notify_all()
+
+    def wake(self) -> None:
+        """Wake waiting followers (after ``stop`` was set)."""
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_beyond(self, position: int) -> int:
+        """Block until more than ``position`` bytes are on disk (or all are); return the
+        prefix. Raises :class:`Stopped` once the download is stopped."""
+        with self._changed:
+            while True:
+                if self._stop.is_set():
+                    raise Stopped()
+                current = self._value()
+                if current > position or current == self.size:
+                    return current
+                self._changed.wait(timeout=1.0)
+
+
+class LiveResponses:
+    """The responses being read right now, so a stop can cut their sockets.
+
+    A thread blocked in ``recv`` on a stalled server would otherwise hold up the exit
+    (Ctrl-C, SIGTERM, another range's failure) for a whole read timeout.
+    """
+
+    def __init__(self) -> None:
+        self._responses: set[requests.Response] = set()
+        self._lock = threading.Lock()
+        self._aborted = False
+
+    @contextlib.contextmanager
+    def track(self, response: requests.Response) -> Iterator[None]:
+        with self._lock:
+            self._responses.add(response)
+            aborted = self._aborted
+        if aborted:
+            _shutdown(response)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._responses.discard(response)
+
+    def abort(self) -> None:
+        with self._lock:
+            self._aborted = True
+            responses = list(self._responses)
+        for response in responses:
+            _shutdown(response)
+
+
+def _shutdown(response: requests.Response) -> None:
+    with contextlib.suppress(AttributeError, ValueError, RuntimeError, OSError):
+        response.raw.shutdown()
+
+
 class _UrlExpired(Exception):
     pass
 
@@ -93,87 +199,146 @@ class _RangeBroken(Exception):
     pass
 
 
-@dataclass
-class RangeJob:
-    """Everything one connection needs to fetch one range into the file."""
+class _ShortBody(_RangeBroken):
+    def __init__(self, got: int, wanted: int) -> None:
+        super().__init__(f"body ended after {got} of {wanted} bytes")
+
+
+@dataclass(frozen=True)
+class TransferPlan:
+    """How to fetch: the settings of :func:`download_ranges`."""
+
+    connections: int
+    part_size: int
+    timeout: tuple[float, float]  # connect, read (the read timeout is the stall limit)
+    retries: int  # failures one range may have before the file fails
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What every connection of one file's download shares."""
 
     file_id: str
     fd: int
     offset: int  # where byte 0 of the object goes in the file (after the envelope)
-    byte_range: ByteRange
+    object_size: int
     urls: UrlSource
-    session: requests.Session
-    timeout: tuple[float, float]
-    retries: int
+    plan: TransferPlan
     stop: threading.Event
+    prefix: Prefix
+    live: LiveResponses
     on_bytes: Callable[[int], None]
+
+
+@dataclass
+class RangeJob:
+    """One range of the object and how much of it is on disk."""
+
+    transfer: Transfer
+    index: int  # position in the object's range list
+    byte_range: ByteRange
+    session: requests.Session
+    done: int = 0  # bytes of the range written so far, front to back
 
 
 def fetch_range(job: RangeJob) -> None:
     """Fetch one range, resuming after breaks, until it is complete or the budget is spent."""
-    done, failures = 0, 0
-    while done < len(job.byte_range):
-        url = job.urls.url
-        todo = ByteRange(job.byte_range.start + done, job.byte_range.stop)
+    transfer, failures = job.transfer, 0
+    while job.done < len(job.byte_range) and not transfer.stop.is_set():
+        url = transfer.urls.url
         try:
-            done += _stream_into_file(job, url, todo)
+            _stream_into_file(job, url)
+            continue
         except _UrlExpired:
-            job.urls.renew(url)
-            failures += 1
+            problem: Exception = _RangeBroken("presigned URL kept expiring")
+            transfer.urls.renew(url)
         except (requests.RequestException, _RangeBroken) as error:
-            failures += 1
-            log.info("%s: range %s broke (%s), resuming", job.file_id, todo.header, error)
-            if failures > job.retries:
-                raise TransferError(
-                    file_id=job.file_id, problem=f"range {todo.header} failed: {error}"
-                ) from error
-            time.sleep(min(0.2 * 2**failures, 5.0))
-        if job.stop.is_set():
+            problem = error
+            if not transfer.stop.is_set():
+                log.info(
+                    "%s: range %s broke after %d bytes (%s), resuming",
+                    transfer.file_id,
+                    job.byte_range.header,
+                    job.done,
+                    error,
+                )
+        failures += 1
+        if transfer.stop.is_set():
             return
-        if failures > job.retries:
-            raise TransferError(file_id=job.file_id, problem="presigned URL kept expiring")
+        if failures > transfer.plan.retries:
+            raise TransferError(
+                file_id=transfer.file_id,
+                problem=f"range {job.byte_range.header} failed {failures} times, last: {problem}",
+            ) from problem
+        transfer.stop.wait(min(0.2 * 2**failures, 5.0))  # back off, but wake at once on stop
 
 
-def _stream_into_file(job: RangeJob, url: str, todo: ByteRange) -> int:
-    """One GET for ``todo``; returns how many bytes were written (all, or raises)."""
-    written = 0
+def _stream_into_file(job: RangeJob, url: str) -> None:
+    """One GET for the rest of the range; every byte written counts in ``job.done`` at
+    once, so a break resumes right after it. Returns when the range is complete."""
+    transfer = job.transfer
+    todo = ByteRange(job.byte_range.start + job.done, job.byte_range.stop)
     headers = {"Range": todo.header, "Cache-Control": "no-store", "Accept-Encoding": "identity"}
-    with job.session.get(url, headers=headers, stream=True, timeout=job.timeout) as response:
-        skip = _bytes_to_skip(response, todo)
-        for chunk in response.iter_content(READ_SIZE):
-            if job.stop.is_set():
-                return written
-            if skip:
-                dropped = min(skip, len(chunk))
-                chunk, skip = chunk[dropped:], skip - dropped
-            chunk = chunk[: len(todo) - written]
-            if chunk:
-                os.pwrite(job.fd, chunk, job.offset + todo.start + written)
-                written += len(chunk)
-                job.on_bytes(len(chunk))
-            if written == len(todo):
-                return written
-    raise _ShortBody(written, len(todo))
+    timeout = transfer.plan.timeout
+    with job.session.get(url, headers=headers, stream=True, timeout=timeout) as response:
+        skip = _bytes_to_skip(response, todo, transfer.object_size)
+        with transfer.live.track(response):
+            for chunk in response.iter_content(READ_SIZE):
+                if transfer.stop.is_set():
+                    return
+                if skip:
+                    dropped = min(skip, len(chunk))
+                    chunk, skip = chunk[dropped:], skip - dropped
+                _write_chunk(job, chunk[: len(job.byte_range) - job.done])
+                if job.done == len(job.byte_range):
+                    return
+    if not transfer.stop.is_set():
+        raise _ShortBody(job.done - (todo.start - job.byte_range.start), len(todo))
 
 
-def _bytes_to_skip(response: requests.Response, todo: ByteRange) -> int:
-    """Check the status and Content-Range; how much of the body precedes our range."""
+def _write_chunk(job: RangeJob, chunk: bytes) -> None:
+    if not chunk:
+        return
+    transfer = job.transfer
+    pwrite_all(transfer.fd, chunk, transfer.offset + job.byte_range.start + job.done)
+    job.done += len(chunk)
+    transfer.prefix.add(job.index, len(chunk))
+    transfer.on_bytes(len(chunk))
+
+
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """``os.pwrite`` until every byte is written (a regular file may take fewer)."""
+    view = memoryview(data)
+    while view:
+        count = os.pwrite(fd, view, offset)
+        if count <= 0:
+            raise OSError(f"pwrite wrote {count} bytes at offset {offset}")
+        view, offset = view[count:], offset + count
+
+
+def _bytes_to_skip(response: requests.Response, todo: ByteRange, object_size: int) -> int:
+    """Check the status and the range headers; how much of the body precedes our range."""
     if response.status_code == 403:
         raise _UrlExpired()
     if response.status_code == 200:
-        # The server ignored Range and sends the whole object: skip to our start.
+        # The server ignored Range and sends the whole object: skip to our start. The
+        # body must be the object, not an error page that happens to say 200.
+        length = response.headers.get("Content-Length")
+        if length is not None and length != str(object_size):
+            raise _RangeBroken(f"HTTP 200 with {length} bytes, the object has {object_size}")
         return todo.start
     if response.status_code != 206:
         raise _RangeBroken(f"HTTP {response.status_code}")
-    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
-    if not match or int(match.group(1)) != todo.start:
-        raise _RangeBroken(f"Content-Range {response.headers.get('Content-Range')!r}")
+    content_range = response.headers.get("Content-Range", "")
+    match = _CONTENT_RANGE.fullmatch(content_range)
+    if (
+        not match
+        or int(match.group(1)) != todo.start
+        or int(match.group(2)) < todo.start
+        or match.group(3) not in ("*", str(object_size))
+    ):
+        raise _RangeBroken(f"Content-Range {content_range!r} for {todo.header}")
     return 0
-
-
-class _ShortBody(_RangeBroken):
-    def __init__(self, got: int, wanted: int) -> None:
-        super().__init__(f"body ended after {got} of {wanted} bytes")
 
 
 class SessionPool:
@@ -200,6 +365,9 @@ class SessionPool:
                 session.close()
 
 
+Follower = Callable[[Prefix], None]
+
+
 def download_ranges(
     *,
     file_id: str,
@@ -208,40 +376,44 @@ def download_ranges(
     size: int,
     urls: UrlSource,
     sessions: SessionPool,
-    connections: int,
-    part_size: int,
-    timeout: tuple[float, float],
-    retries: int,
+    plan: TransferPlan,
     on_bytes: Callable[[int], None] = lambda _n: None,
+    follower: Follower | None = None,
+    on_failure: Callable[[], None] = lambda: None,
 ) -> None:
-    """Fill ``fd[offset:offset+size]`` with the object, over ``connections`` connections."""
-    stop = threading.Event()
+    """Fill ``fd[offset:offset+size]`` with the object, over ``plan.connections`` connections.
 
-    def run(byte_range: ByteRange) -> None:
-        fetch_range(
-            RangeJob(
-                file_id,
-                fd,
-                offset,
-                byte_range,
-                urls,
-                sessions.get(),
-                timeout,
-                retries,
-                stop,
-                on_bytes,
-            )
-        )
+    ``follower`` runs alongside and may read the file up to the :class:`Prefix` it gets;
+    its exception fails the download like a range's. ``on_failure`` runs as soon as the
+    download is known to fail, *before* waiting for the connections to wind down, so a
+    caller can remove its partial file even if the process is killed while waiting.
+    """
+    stop, live = threading.Event(), LiveResponses()
+    ranges = split_ranges(size, connections=plan.connections, part_size=plan.part_size)
+    prefix = Prefix(ranges, stop)
 
-    ranges = split_ranges(size, connections=connections, part_size=part_size)
-    with ThreadPoolExecutor(max_workers=connections, thread_name_prefix="range") as pool:
-        futures = [pool.submit(run, r) for r in ranges]
+    transfer = Transfer(file_id, fd, offset, size, urls, plan, stop, prefix, live, on_bytes)
+
+    def run(index: int, byte_range: ByteRange) -> None:
+        fetch_range(RangeJob(transfer, index, byte_range, sessions.get()))
+
+    workers = plan.connections + (1 if follower else 0)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="range") as pool:
+        futures = [pool.submit(run, i, r) for i, r in enumerate(ranges)]
+        if follower is not None:
+            futures.append(pool.submit(follower, prefix))
         try:
             _raise_first_failure(futures)
+        except BaseException:
+            on_failure()
+            raise
         finally:
-            # On failure or Ctrl-C: running ranges stop at their next chunk, queued ones
-            # never start, and the pool waits for them before the caller closes ``fd``.
+            # On failure or Ctrl-C: running ranges stop at their next chunk (blocked reads
+            # are cut), queued ones never start, and the pool waits for them before the
+            # caller closes ``fd``.
             stop.set()
+            prefix.wake()
+            live.abort()
             for future in futures:
                 future.cancel()
 
