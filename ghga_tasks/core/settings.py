@@ -46,6 +46,9 @@ class Settings:
     # Plain-http URLs for a host other than loopback are refused unless this is true:
     # tokens and presigned URLs would cross the network readable by anyone on the way.
     allow_http: bool = False
+    # Where plan, download and report jobs run under a cluster executor: False keeps them on
+    # the submit host (compute nodes often have no internet), True submits them as jobs.
+    downloads_on_cluster: bool = False
 
     def __post_init__(self) -> None:
         if self.work_package_source not in WORK_PACKAGE_SOURCES:

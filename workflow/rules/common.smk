@@ -19,6 +19,14 @@ STATE_DIR = f"{OUTPUT_DIR}/{batch.STATE_DIR}"
 LOG_DIR = f"{OUTPUT_DIR}/logs"
 
 
+def downloads_run_locally() -> bool:
+    """`localrule:` of the plan, download and report rules: under a cluster executor they
+    stay on the submit host unless downloads_on_cluster is true (many clusters' compute
+    nodes have no internet). Must be exactly True or False: Snakemake checks `is True`.
+    """
+    return not SETTINGS.downloads_on_cluster
+
+
 def planned_plan(wildcards=None):
     """The plan file, once the checkpoint has written it (re-evaluates the DAG)."""
     return checkpoints.plan_downloads.get().output.plan
@@ -34,8 +42,15 @@ def planned_downloads(wildcards):
 
 
 def download_priority(wildcards):
-    """Plan order as a Snakemake priority (higher runs first): staged files first."""
-    names = [e.file_name for e in read_plan(Path(planned_plan())) if e.to_download]
+    """Plan order as a Snakemake priority (higher runs first): staged files first.
+
+    Reads the plan file directly, not through the checkpoint: a download job submitted to
+    a cluster evaluates this again without the checkpoint in its DAG, where `.get()` fails.
+    """
+    plan = batch.plan_path(SETTINGS.output_dir)
+    if not plan.exists():
+        return 0
+    names = [e.file_name for e in read_plan(plan) if e.to_download]
     if wildcards.file_name not in names:
         return 0
     return len(names) - names.index(wildcards.file_name)

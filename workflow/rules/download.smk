@@ -7,7 +7,7 @@ checkpoint plan_downloads:
         settings=f"{STATE_DIR}/settings.json",
     log:
         f"{LOG_DIR}/plan_downloads.log",
-    localrule: True
+    localrule: downloads_run_locally()
     conda:
         "../envs/ghga_tasks.yaml"
     params:
@@ -25,7 +25,7 @@ rule download_file:
     wildcard_constraints:
         file_name=r"[A-Za-z0-9][A-Za-z0-9._+-]*\.c4gh",
     priority: download_priority
-    localrule: True
+    localrule: downloads_run_locally()
     conda:
         "../envs/ghga_tasks.yaml"
     resources:
@@ -47,7 +47,7 @@ rule report:
         f"{OUTPUT_DIR}/ghga_report.tsv",
     log:
         f"{LOG_DIR}/report.log",
-    localrule: True
+    localrule: downloads_run_locally()
     conda:
         "../envs/ghga_tasks.yaml"
     params:
