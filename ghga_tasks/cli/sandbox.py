@@ -148,6 +148,8 @@ def demo(ctx: click.Context, directory: Path | None) -> None:
                 )
             _decrypt_and_verify(settings, running)
         click.echo("\nDemo finished: every downloaded file decrypts to the archive's bytes.")
+        if directory is None:
+            click.echo("(It ran in a temporary directory, now removed; --dir DIR keeps it.)")
 
 
 @contextlib.contextmanager
