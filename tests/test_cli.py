@@ -93,6 +93,14 @@ def run_cli(
     return result
 
 
+DECRYPT = ("decrypt", "--input-dir", "downloads", "--output-dir", "plain")
+
+
+def decrypt_downloads(sandbox, key: str = "key.sec", **kwargs):
+    """``ghga-tasks decrypt`` of the project's downloads into ``plain/``."""
+    return run_cli(sandbox, *DECRYPT, "--private-key", key, **kwargs)
+
+
 def object_requests(sandbox, file_id: str) -> list:
     return [r for r in sandbox.requests.snapshot() if r.file_id == file_id and "/s3/" in r.path]
 
@@ -142,16 +150,7 @@ def test_flags_answer_the_prompts(sandbox_factory, project, monkeypatch, flags, 
     result = run_cli(sandbox, "download", "--config-file", "ghga.yaml", *flags)
     assert result.returncode == 0, result.output
     assert "Summary" in result.output and "skipped_unavailable" in result.output
-    decrypted = run_cli(
-        sandbox,
-        "decrypt",
-        "--input-dir",
-        "downloads",
-        "--output-dir",
-        "plain",
-        "--private-key",
-        "key.sec",
-    )
+    decrypted = decrypt_downloads(sandbox)
     assert decrypted.returncode == 0, decrypted.output
     assert decrypted.output.count("verified") == 2
     assert (project / "plain/GHGAF1.bam").read_bytes() == (
@@ -229,16 +228,7 @@ def test_decrypt_refuses_to_overwrite_and_detects_a_checksum_mismatch(
     out = project / "plain"
     out.mkdir()
     (out / "GHGAF1.bam").write_bytes(b"precious")
-    result = run_cli(
-        sandbox,
-        "decrypt",
-        "--input-dir",
-        "downloads",
-        "--output-dir",
-        "plain",
-        "--private-key",
-        "key.sec",
-    )
+    result = decrypt_downloads(sandbox)
     assert result.returncode == 1
     assert (out / "GHGAF1.bam").read_bytes() == b"precious"
     assert "already exists" in result.output
@@ -247,16 +237,7 @@ def test_decrypt_refuses_to_overwrite_and_detects_a_checksum_mismatch(
     report.write_text(report.read_text().replace(sandbox.checksum("GHGAF2"), "0" * 64))
     (out / "GHGAF1.bam").unlink()
     (out / "GHGAF2").unlink()  # decrypted by the first run
-    result = run_cli(
-        sandbox,
-        "decrypt",
-        "--input-dir",
-        "downloads",
-        "--output-dir",
-        "plain",
-        "--private-key",
-        "key.sec",
-    )
+    result = decrypt_downloads(sandbox)
     assert result.returncode == 5
     assert not (out / "GHGAF2").exists() and not (out / "GHGAF2.part").exists()
     assert hashlib.sha256((out / "GHGAF1.bam").read_bytes()).hexdigest() == (
@@ -280,12 +261,10 @@ def test_demo_runs_end_to_end_as_a_user_runs_it(tmp_path):
 
 
 def test_decrypt_asks_for_the_passphrase_of_a_protected_key(sandbox_factory, project, tmp_path):
-    from crypt4gh.keys import c4gh
+    from crypt4gh.keys import c4gh, get_public_key
 
     locked_pub, locked_sec = tmp_path / "locked.pub", tmp_path / "locked.sec"
     c4gh.generate(str(locked_sec), str(locked_pub), passphrase=b"open sesame", comment=b"test")
-    from crypt4gh.keys import get_public_key
-
     sandbox = sandbox_factory(
         BATCH[1:2],
         user_public_key=bytes(get_public_key(str(locked_pub))),
@@ -293,31 +272,9 @@ def test_decrypt_asks_for_the_passphrase_of_a_protected_key(sandbox_factory, pro
     )
     write_config(project, {"user_public_key": str(locked_pub)})
     assert run_cli(sandbox, "download", "--config-file", "ghga.yaml", "--yes").returncode == 0
-    wrong = run_cli(
-        sandbox,
-        "decrypt",
-        "--input-dir",
-        "downloads",
-        "--output-dir",
-        "plain",
-        "--private-key",
-        str(locked_sec),
-        input="guess\n",
-        tty=True,
-    )
+    wrong = decrypt_downloads(sandbox, str(locked_sec), input="guess\n", tty=True)
     assert wrong.returncode == 2 and not (project / "plain/GHGAF2").exists()
-    right = run_cli(
-        sandbox,
-        "decrypt",
-        "--input-dir",
-        "downloads",
-        "--output-dir",
-        "plain",
-        "--private-key",
-        str(locked_sec),
-        input="open sesame\n",
-        tty=True,
-    )
+    right = decrypt_downloads(sandbox, str(locked_sec), input="open sesame\n", tty=True)
     assert right.returncode == 0, right.output
     assert "open sesame" not in right.stdout  # the prompt hides what is typed
     assert (project / "plain/GHGAF2").read_bytes() == sandbox.plaintext_path("GHGAF2").read_bytes()

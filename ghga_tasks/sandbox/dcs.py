@@ -19,6 +19,7 @@ from typing import Any
 
 from ghga_tasks.sandbox.app import Request, Response, Router, httpyexpect_error, json_response
 from ghga_tasks.sandbox.archive import Archive, Missing, Staged, Staging
+from ghga_tasks.sandbox.faults import Faults, retry_after_header
 from ghga_tasks.sandbox.files import StoredFile
 from ghga_tasks.sandbox.presign import OUTBOX_PATH
 from ghga_tasks.sandbox.wps import invalid_credentials, not_authenticated
@@ -122,18 +123,20 @@ class DownloadControllerApi:
 
     def get_object(self, request: Request, object_id: str) -> Response:
         """D2: the DRS object (200), still staging (202) or no such object (404)."""
+        faults = self.archive.faults(object_id)
+        if faults is not None:
+            faults.delay()
         context = self.auth(request, object_id)
         if isinstance(context, Response):
             return context
+        response = _faulty_probe(faults, object_id, self.archive.retry_after_min)
+        if response is not None:
+            return response
         match self.archive.probe(object_id):
             case Staged(file=stored):
                 response = self._drs_object(request, stored)
             case Staging(retry_after=seconds):
-                response = json_response(
-                    202,
-                    None,
-                    headers=[("Retry-After", str(seconds)), ("Cache-Control", "no-store")],
-                )
+                response = staging_response(str(seconds), faults)
             case Missing():
                 response = no_such_object(object_id)
         response.file_id = object_id
@@ -141,9 +144,17 @@ class DownloadControllerApi:
 
     def get_envelope(self, request: Request, object_id: str) -> Response:
         """D3: a JSON string, base64 of the 124-byte header for the caller's key."""
+        faults = self.archive.faults(object_id)
+        if faults is not None:
+            faults.delay()
         context = self.auth(request, object_id)
         if isinstance(context, Response):
             return context
+        status = faults.take_envelope_failure() if faults else None
+        if status is not None:
+            response = internal_error(status)
+            response.file_id, response.fault = object_id, "envelope_status"
+            return response
         envelope = self.archive.envelope(object_id, context.user_public_key)
         if envelope is None:
             return no_such_object(object_id)
@@ -157,13 +168,57 @@ class DownloadControllerApi:
         base_url = self.archive.object_base_url or request.base_url
         url = self.archive.presigner.url(base_url, f"{OUTBOX_PATH}/{stored.object_id}", ttl)
         accession = stored.spec.file_id
+        faults = self.archive.faults(accession)
+        size = faults.take_drs_size() if faults else None
         body = {
             "id": accession,
             "self_uri": f"drs://{request.host}/{accession}",
-            "size": stored.encrypted_size,
+            "size": stored.encrypted_size if size is None else size,
             "created_time": stored.created_time,
             "checksums": [{"checksum": stored.sha256, "type": "sha-256"}],
             "access_methods": [{"type": "s3", "access_url": {"url": url}}],
         }
         cache = f"max-age={max(0, int(ttl))}, private"
         return json_response(200, body, headers=[("Cache-Control", cache)])
+
+
+# --- injected API faults (see ghga_tasks.sandbox.faults) ----------------------------------
+
+
+def internal_error(status: int) -> Response:
+    """An error the DCS could send: ``internalServerError`` in the httpyexpect shape."""
+    return httpyexpect_error(status, "internalServerError", "Internal Server Error.")
+
+
+def staging_response(seconds: str, faults: Faults | None) -> Response:
+    """A 202 while staging; a fault may replace the ``Retry-After`` value."""
+    if faults is not None and faults.staging_retry_after is not None:
+        seconds = retry_after_header(faults.staging_retry_after)
+    headers = [("Retry-After", seconds), ("Cache-Control", "no-store")]
+    return json_response(202, None, headers=headers)
+
+
+def _faulty_probe(faults: Faults | None, object_id: str, retry_after: int) -> Response | None:
+    """The answer an injected fault gives to ``GET /objects/{id}``, or None (no fault)."""
+    if faults is None:
+        return None
+    status = faults.take_api_failure()
+    override = None if status is not None else faults.take_probe_override()
+    if status is not None:
+        response = internal_error(status)
+        if faults.retry_after is not None:
+            response.headers.append(("Retry-After", retry_after_header(faults.retry_after)))
+        response.fault = "api_fail_status"
+    elif override == "missing":
+        response = no_such_object(object_id)
+    elif override == "staging":
+        response = staging_response(str(retry_after), faults)
+    elif override == "malformed":
+        body = b'{"id": "' + object_id.encode() + b'", "size": 12'  # cut mid-object
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        response = Response(200, [body], headers)
+    else:
+        return None
+    response.file_id = object_id
+    response.fault = response.fault or override
+    return response
