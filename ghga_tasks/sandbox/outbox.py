@@ -10,9 +10,11 @@ Design notes:
   gives 416; a header that does not parse as one range is ignored (200, whole object).
 - Faults are injected where a real network would show them: a broken connection is an
   exception raised inside the body iterator after the headers went out, so the client
-  sees an incomplete response and never a clean EOF.
+  sees an incomplete response and never a clean EOF; a stall sends some bytes and then
+  nothing; a flipped bit is flipped in the bytes on the wire, never in the stored object.
 - Checks run in S3's order: signature and expiry (403), then injected status faults,
   then whether the object exists in the outbox yet (404 ``NoSuchKey``), then the range.
+  An injected delay comes first of all, as a slow network would.
 """
 
 from __future__ import annotations
@@ -20,15 +22,16 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 from ghga_tasks.sandbox.app import Request, Response, Router
 from ghga_tasks.sandbox.archive import Archive
-from ghga_tasks.sandbox.faults import Faults, InjectedFault
+from ghga_tasks.sandbox.faults import Faults, InjectedFault, retry_after_header
 from ghga_tasks.sandbox.files import StoredFile
 from ghga_tasks.sandbox.presign import OUTBOX_PATH
 
@@ -105,8 +108,19 @@ def s3_error(status: int, message: str, resource: str, code: str | None = None) 
     return Response(status, [body], headers)
 
 
-def stream_file(path: Path, start: int, send: int, *, then_break: bool = False) -> Iterator[bytes]:
-    """Yield ``send`` bytes of ``path`` from ``start``; optionally break afterwards.
+@dataclass(frozen=True)
+class BodyFaults:
+    """How one response body goes wrong (all off by default)."""
+
+    then_break: bool = False  # reset the connection after the bytes sent
+    stall_seconds: float = 0.0  # go silent this long before breaking
+    flip_at: int | None = None  # offset in the body of the byte sent with a bit flipped
+
+
+def stream_file(
+    path: Path, start: int, send: int, *, faults: BodyFaults = BodyFaults()
+) -> Iterator[bytes]:
+    """Yield ``send`` bytes of ``path`` from ``start``, shaped by ``faults``.
 
     The first item is empty so the server sends the headers even when ``send`` is 0.
     """
@@ -118,11 +132,16 @@ def stream_file(path: Path, start: int, send: int, *, then_break: bool = False) 
             chunk = os.pread(fd, min(READ_CHUNK, end - offset), offset)
             if not chunk:
                 raise RuntimeError(f"{path} ended at {offset}, before byte {end}")
+            flip = None if faults.flip_at is None else faults.flip_at - (offset - start)
+            if flip is not None and 0 <= flip < len(chunk):
+                chunk = chunk[:flip] + bytes([chunk[flip] ^ 0x01]) + chunk[flip + 1 :]
             offset += len(chunk)
             yield chunk
     finally:
         os.close(fd)
-    if then_break:
+    if faults.stall_seconds:
+        time.sleep(faults.stall_seconds)
+    if faults.then_break or faults.stall_seconds:
         raise InjectedFault(f"connection dropped after {send} bytes (injected)")
 
 
@@ -136,15 +155,19 @@ class OutboxApi:
         router.add("GET", rf"{base_path}/(?P<object_id>[^/]+)", self.get_object)
 
     def get_object(self, request: Request, object_id: str) -> Response:
+        stored = self.archive.by_object_id(object_id)
+        faults = self.archive.faults(stored.spec.file_id) if stored else None
+        if faults is not None:
+            faults.delay()
         problem = self.archive.presigner.problem(request.path, request.query)
         if problem is not None:
             return s3_error(403, problem, request.path)
-        stored = self.archive.by_object_id(object_id)
-        faults = self.archive.faults(stored.spec.file_id) if stored else None
         failure = faults.take_failure() if faults else None
         if failure is not None:
             response = s3_error(failure, "Injected failure", request.path)
             response.fault = "fail_status"
+            if faults is not None and faults.retry_after is not None:
+                response.headers.append(("Retry-After", retry_after_header(faults.retry_after)))
         elif stored is None or not self.archive.in_outbox(stored.spec.file_id):
             response = s3_error(404, "The specified key does not exist.", request.path)
         else:
@@ -155,8 +178,11 @@ class OutboxApi:
 
     def _object(self, request: Request, stored: StoredFile, faults: Faults | None) -> Response:
         size = stored.encrypted_size
+        ignored = False
         try:
             byte_range = parse_range(request.headers.get("range"), size)
+            if byte_range is not None and faults is not None and faults.take_ignore_range():
+                byte_range, ignored = None, True  # 200 and everything, as if Range were unknown
         except RangeNotSatisfiable:
             response = s3_error(416, "The requested range is not satisfiable", request.path)
             response.headers.append(("Content-Range", f"bytes */{size}"))
@@ -171,6 +197,7 @@ class OutboxApi:
         if byte_range is not None:
             headers.append(("Content-Range", byte_range.content_range))
         response = Response(206 if byte_range else 200, headers=headers)
+        response.fault = "ignore_range" if ignored else None
         response.body = self._body(stored.object_path, start, length, faults, response)
         return response
 
@@ -178,13 +205,21 @@ class OutboxApi:
     def _body(
         path: Path, start: int, length: int, faults: Faults | None, response: Response
     ) -> Iterator[bytes]:
-        """The body iterator, shortened or broken if a fault says so."""
-        cut = faults.take_drop(length) if faults else None
-        if cut is not None:
+        """The body iterator, shortened, stalled, broken or corrupted if a fault says so."""
+        if faults is None:
+            return stream_file(path, start, length)
+        flip = faults.take_flip(start, length)
+        shaped = BodyFaults(flip_at=flip)
+        if flip is not None:
+            response.fault = "flip_byte"
+        if (cut := faults.take_drop(length)) is not None:
             response.fault = "drop"
-            return stream_file(path, start, cut, then_break=True)
-        short = faults.take_short(length) if faults else None
-        if short is not None:
+            return stream_file(path, start, cut, faults=replace(shaped, then_break=True))
+        if (cut := faults.take_stall(length)) is not None:
+            response.fault = "stall"
+            stall = BodyFaults(stall_seconds=faults.stall_seconds, flip_at=flip)
+            return stream_file(path, start, cut, faults=stall)
+        if (short := faults.take_short(length)) is not None:
             response.fault = "short_body"
-            return stream_file(path, start, short)
-        return stream_file(path, start, length)
+            return stream_file(path, start, short, faults=shaped)
+        return stream_file(path, start, length, faults=shaped)

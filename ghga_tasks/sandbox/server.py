@@ -344,8 +344,24 @@ class Sandbox:
     # --- faults --------------------------------------------------------------------------
 
     def set_faults(self, file_id: str, faults: Faults) -> Faults:
-        """Inject ``faults`` into ``file_id``'s object-store responses; returns them."""
+        """Inject ``faults`` into ``file_id``'s responses (object store and DCS)."""
         return self.archive.set_faults(file_id, faults)
+
+    def set_global_faults(self, faults: Faults) -> Faults:
+        """The same ``faults`` for every file, with one shared budget (``fail_times=3``
+        means three failures in all, whichever files they hit)."""
+        for file_id in self.archive.specs:
+            self.archive.set_faults(file_id, faults)
+        return faults
+
+    def apply_faults(self, specs: Sequence[tuple[str | None, Faults]]) -> None:
+        """``(file_id, faults)`` pairs as :func:`~.faults.parse_fault_spec` returns them;
+        a None file ID means every file."""
+        for file_id, faults in specs:
+            if file_id is None:
+                self.set_global_faults(faults)
+            else:
+                self.set_faults(file_id, faults)
 
     def faults(self, file_id: str) -> Faults | None:
         return self.archive.faults(file_id)
@@ -519,12 +535,14 @@ def serve(
     url_ttl: float = 30.0,
     on_ready: Callable[[Sandbox], None] | None = None,
     stop_event: threading.Event | None = None,
+    faults: Sequence[tuple[str | None, Faults]] = (),
 ) -> None:
     """Run a sandbox until SIGINT/SIGTERM (or ``stop_event``), then stop cleanly.
 
     ``directory`` receives the user key pair and the generated data; ``env_file`` gets
     the ``GHGA_*`` variables once ``/health`` answers and is removed again on stop, so
     it never points at a dead server. ``on_ready`` lets the CLI print the environment.
+    ``faults`` are injected before the env file appears (``Sandbox.apply_faults``).
     """
     keys = ensure_user_keypair(directory)
     stop = stop_event or threading.Event()
@@ -540,6 +558,7 @@ def serve(
         url_ttl=url_ttl,
     )
     with _stop_on_signals(stop), sandbox:
+        sandbox.apply_faults(faults)
         _announce(sandbox, env_file)
         if on_ready is not None:
             on_ready(sandbox)
