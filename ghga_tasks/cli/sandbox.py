@@ -27,6 +27,7 @@ from ghga_tasks.sandbox import (
     sandbox_file_id,
     serve,
 )
+from ghga_tasks.sandbox.faults import Faults, parse_fault_spec
 
 from .download import download_batch
 
@@ -74,6 +75,15 @@ DEMO_FILES = (*DEFAULT_FILES, SandboxFile(sandbox_file_id(99), ".bam", available
 @click.option(
     "--url-ttl", default=30.0, show_default=True, help="Seconds a presigned object URL stays valid."
 )
+@click.option(
+    "--fault",
+    "fault_specs",
+    multiple=True,
+    metavar="[FILE_ID:]KEY=VALUE,...",
+    help="Inject faults into one file's responses, or every file's without FILE_ID "
+    "(repeatable), e.g. --fault GHGAF00000000000001:drop_after_bytes=100000,drop_times=2 "
+    "or --fault fail_status=500/502/503,fail_times=6. Keys: docs/reliability.md.",
+)
 def sandbox(
     port: int,
     directory: Path,
@@ -83,6 +93,7 @@ def sandbox(
     stage_seconds: float,
     unavailable: tuple[str, ...],
     url_ttl: float,
+    fault_specs: tuple[str, ...],
 ) -> None:
     """Run a local GHGA-compatible sandbox on 127.0.0.1 until Ctrl-C.
 
@@ -90,6 +101,7 @@ def sandbox(
     `set -a; . sandbox.env; set +a` in another shell, then `snakemake --cores 1`.
     """
     files = _scenario(file_count, sizes, stage_seconds, unavailable)
+    faults = _faults(fault_specs, {spec.file_id for spec in files})
 
     def announce(running: Sandbox) -> None:
         click.echo(f"GHGA sandbox on {running.base_url} ({len(files)} files). Environment:")
@@ -97,7 +109,21 @@ def sandbox(
         click.echo(f"User key pair: {directory / 'key.pub'}, {directory / 'key.sec'}")
         click.echo("Stop with Ctrl-C.")
 
-    serve(files, directory, port, env_file, url_ttl=url_ttl, on_ready=announce)
+    serve(files, directory, port, env_file, url_ttl=url_ttl, on_ready=announce, faults=faults)
+
+
+def _faults(specs: tuple[str, ...], file_ids: set[str]) -> list[tuple[str | None, Faults]]:
+    """``--fault`` values as (file ID or None for all, Faults); bad ones are usage errors."""
+    parsed = []
+    for spec in specs:
+        try:
+            file_id, faults = parse_fault_spec(spec)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--fault") from None
+        if file_id is not None and file_id not in file_ids:
+            raise click.BadParameter(f"no sandbox file {file_id!r}", param_hint="--fault")
+        parsed.append((file_id, faults))
+    return parsed
 
 
 def _scenario(
