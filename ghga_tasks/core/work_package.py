@@ -17,7 +17,11 @@ from dataclasses import dataclass, field
 from .errors import ConfigurationError
 from .keys import parse_public_key
 
-FILE_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+# A leading letter or digit: no hidden files, nothing a command line reads as an option, and
+# what the workflow's file_name wildcard accepts. Lengths keep file names under 255 bytes.
+FILE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_FILE_ID_LENGTH = 160
+MAX_EXTENSION_LENGTH = 60
 # One or more ".part" components, each a plain word: ".bam", ".fastq.gz"; or nothing.
 EXTENSION_PATTERN = re.compile(r"^(\.[A-Za-z0-9_+-]+)*$")
 C4GH_SUFFIX = ".c4gh"
@@ -61,10 +65,17 @@ class WorkPackage:
 
 
 def validate_file_id(file_id: str, *, setting: str) -> str:
-    if not FILE_ID_PATTERN.fullmatch(file_id) or ".." in file_id or file_id.startswith("."):
+    """Return ``file_id`` if it is safe as a file name: no separators, ``..``, NUL or
+    leading dot/dash, at most ``MAX_FILE_ID_LENGTH`` characters."""
+    if (
+        not FILE_ID_PATTERN.fullmatch(file_id)
+        or ".." in file_id
+        or len(file_id) > MAX_FILE_ID_LENGTH
+    ):
         raise ConfigurationError(
             setting=setting,
-            problem=f"{file_id!r} is not a valid file ID (letters, digits, '.', '_', '-')",
+            problem=f"{file_id[:80]!r} is not a valid file ID (up to {MAX_FILE_ID_LENGTH} "
+            "letters, digits, '.', '_', '-', starting with a letter or digit)",
         )
     return file_id
 
@@ -74,9 +85,9 @@ def normalize_extension(extension: str, *, setting: str) -> str:
     extension = extension.strip()
     if extension and not extension.startswith("."):
         extension = "." + extension
-    if not EXTENSION_PATTERN.fullmatch(extension):
+    if not EXTENSION_PATTERN.fullmatch(extension) or len(extension) > MAX_EXTENSION_LENGTH:
         raise ConfigurationError(
-            setting=setting, problem=f"{extension!r} is not a valid file extension"
+            setting=setting, problem=f"{extension[:80]!r} is not a valid file extension"
         )
     return extension
 
