@@ -11,6 +11,7 @@ then files that will not be downloaded (already there, unavailable).
 from __future__ import annotations
 
 import logging
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -20,12 +21,13 @@ import pandas as pd
 
 from .api import DownloadApi, ProbeResult, Staged, Staging
 from .errors import Cancelled, ConfigurationError
-from .work_package import FileSpec
+from .work_package import FileSpec, normalize_extension, validate_file_id
 
 log = logging.getLogger(__name__)
 
 PLAN_FILE = "ghga_plan.tsv"
 PROBE_WORKERS = 8
+ENVELOPE_SIZE = 124  # bytes each downloaded file has on top of its DRS size
 
 
 class Status(StrEnum):
@@ -90,7 +92,27 @@ def plan_downloads(
             entry.status,
             f" (retry after {entry.retry_after:.0f} s)" if entry.retry_after else "",
         )
+    warn_if_short_of_space(entries, output_dir)
     return order_entries(entries)
+
+
+def warn_if_short_of_space(entries: list[PlanEntry], output_dir: Path) -> int:
+    """Warn before anything downloads if the staged files alone do not fit; return the
+    bytes they need (files still staging have no known size yet and need more)."""
+    needed = sum(e.size + ENVELOPE_SIZE for e in entries if e.status == Status.STAGED)
+    directory = next(
+        p for p in (output_dir.absolute(), *output_dir.absolute().parents) if p.exists()
+    )
+    free = shutil.disk_usage(directory).free
+    if needed > free:
+        log.warning(
+            "not enough free space: the staged files need %d bytes, %d are free in %s; "
+            "downloads will fail with 'no space left' once it is used up",
+            needed,
+            free,
+            directory,
+        )
+    return needed
 
 
 def apply_skip_policy(
@@ -131,7 +153,7 @@ def read_plan(path: Path) -> list[PlanEntry]:
     """Read a plan written by ``write_plan``; a damaged file is a clear error."""
     try:
         frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-        return [
+        entries = [
             PlanEntry(
                 file_id=str(row.file_id),
                 extension=str(row.extension),
@@ -145,3 +167,18 @@ def read_plan(path: Path) -> list[PlanEntry]:
         ]
     except (OSError, ValueError, KeyError, AttributeError, pd.errors.ParserError) as error:
         raise ConfigurationError(setting=str(path), problem=f"unreadable plan ({error})") from None
+    for entry in entries:
+        _check_names(entry, setting=str(path))
+    return entries
+
+
+def _check_names(entry: PlanEntry, *, setting: str) -> None:
+    """A plan row's names become paths: hold them to the work package's rules."""
+    spec = FileSpec(
+        validate_file_id(entry.file_id, setting=setting),
+        normalize_extension(entry.extension, setting=setting),
+    )
+    if spec.file_name != entry.file_name or spec.extension != entry.extension:
+        raise ConfigurationError(
+            setting=setting, problem=f"row {entry.file_id[:80]!r} names another file"
+        )
