@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from nacl.public import PublicKey, SealedBox
 
 from ghga_tasks.sandbox.app import Request, Response, Router, json_response
+from ghga_tasks.sandbox.presign import OUTBOX_PATH
 
 WKVS_BASE_PATH = "/.well-known"
 WPS_BASE_PATH = "/wps"
@@ -148,7 +149,7 @@ class WellKnownValuesApi:
             "wps_api_url": f"{base_url}{WPS_BASE_PATH}",
             "dcs_api_url": f"{base_url}{self.dcs_base_path}",
             "ucs_api_url": f"{base_url}{UCS_BASE_PATH}",
-            "storage_aliases": {"HD01": f"{base_url}/outbox"},
+            "storage_aliases": {"HD01": f"{base_url}{OUTBOX_PATH}"},
             "storage_labels": {"HD01": "Sandbox data hub"},
         }
         return {name: value for name, value in values.items() if name not in self.omit}
