@@ -11,6 +11,12 @@ include: "rules/common.smk"
 include: "rules/download.smk"
 
 
+# One run per output directory: another snakemake (from another working directory, which
+# Snakemake's own lock does not cover) or ghga-tasks download is refused before any job.
+onstart:
+    hold_run_lock(SETTINGS.output_dir)
+
+
 # Never two downloads at once, whatever --cores or the executor allows: one file uses
 # several connections already. Set here because it wins over the command line.
 workflow.global_resources.update({"downloads": 1})

@@ -4,6 +4,7 @@
 from pathlib import Path
 
 from ghga_tasks.core import batch
+from ghga_tasks.core.locks import hold_run_lock
 from ghga_tasks.core.plan import read_plan
 from ghga_tasks.core.settings import Settings, normalize_config
 
