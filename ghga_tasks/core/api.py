@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
 from .envelope import check_envelope, decode_envelope_body
@@ -57,14 +58,20 @@ ProbeResult = Staged | Staging | Unavailable
 
 
 class LenientRetry(Retry):
-    """urllib3 ``Retry`` that reads ``Retry-After`` like :func:`parse_retry_after`.
+    """urllib3 ``Retry`` that survives any ``Retry-After`` (429/503 answers).
 
-    urllib3 raises ``InvalidHeader`` on a garbage value, failing the request that was
-    meant to be retried; here garbage means the default wait, and any value is capped.
+    urllib3 raises ``InvalidHeader`` on a garbage value, failing the very request it was
+    meant to retry; here garbage means "use the normal backoff" (0 does that), and a
+    date or number is capped at ``MAX_RETRY_AFTER``.
     """
 
     def parse_retry_after(self, retry_after: str) -> float:
-        return parse_retry_after(retry_after)
+        try:
+            seconds = float(super().parse_retry_after(retry_after))
+        except (InvalidHeader, ValueError, OverflowError):
+            log.warning("ignoring unreadable Retry-After %r", retry_after[:40])
+            return 0.0
+        return min(seconds, MAX_RETRY_AFTER)
 
 
 def make_session(*, retries: int = 5, pool_size: int = 8) -> requests.Session:
