@@ -62,7 +62,8 @@ class Faults:
       a tuple cycles, e.g. ``(500, 502, 503)``. ``retry_after`` adds a ``Retry-After``
       header to every injected failure (see :func:`retry_after_header`).
     - ``url_ttl``: presigned URLs for this file live this many seconds instead of the
-      sandbox default (small: the URL expires in the middle of the file).
+      sandbox default (small: the URL expires in the middle of the file);
+      ``url_ttl_times`` limits how many URLs get it (None = all), so a renewed URL lasts.
     - ``flip_byte_at``: the object byte at this offset is sent with one bit flipped
       (``flip_times`` limits how many responses, None = all).
     - ``ignore_range``: answer every ``Range`` request with 200 and the whole object.
@@ -92,6 +93,7 @@ class Faults:
     fail_times: int = 1
     retry_after: str | None = None
     url_ttl: float | None = None
+    url_ttl_times: Budget = None
     flip_byte_at: int | None = None
     flip_times: Budget = None
     ignore_range: bool = False
@@ -181,9 +183,8 @@ class Faults:
     def take_url_ttl(self) -> float | None:
         """The lifetime for a presigned URL being issued now, if this fault sets one."""
         with self._lock:
-            if self.url_ttl is None:
+            if self.url_ttl is None or not self._take("url_ttl", "url_ttl_times"):
                 return None
-            self._counts["url_ttl"] += 1
             return self.url_ttl
 
     def take_flip(self, start: int, length: int) -> int | None:
