@@ -192,8 +192,9 @@ def internal_error(status: int) -> Response:
 
 def staging_response(seconds: str, faults: Faults | None) -> Response:
     """A 202 while staging; a fault may replace the ``Retry-After`` value."""
-    if faults is not None and faults.staging_retry_after is not None:
-        seconds = retry_after_header(faults.staging_retry_after)
+    replaced = faults.take_staging_retry_after() if faults is not None else None
+    if replaced is not None:
+        seconds = replaced
     headers = [("Retry-After", seconds), ("Cache-Control", "no-store")]
     return json_response(202, None, headers=headers)
 

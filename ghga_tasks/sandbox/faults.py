@@ -33,6 +33,7 @@ FAULT_KINDS = (
     "delay",
     "api_fail_status",
     "staging_stuck",
+    "staging_retry_after",
     "missing",
     "envelope_status",
     "malformed_json",
@@ -236,6 +237,14 @@ class Faults:
                 self._counts["malformed_json"] += 1
                 return "malformed"
             return None
+
+    def take_staging_retry_after(self) -> str | None:
+        """The ``Retry-After`` value to send with a 202 instead of the real one, or None."""
+        with self._lock:
+            if self.staging_retry_after is None:
+                return None
+            self._counts["staging_retry_after"] += 1
+            return retry_after_header(self.staging_retry_after)
 
     def take_drs_size(self) -> int | None:
         with self._lock:
