@@ -192,7 +192,8 @@ def _shutdown(response: requests.Response) -> None:
 
 
 class _UrlExpired(Exception):
-    pass
+    def __str__(self) -> str:
+        return "the presigned URL kept expiring"
 
 
 class _RangeBroken(Exception):
@@ -249,18 +250,18 @@ def fetch_range(job: RangeJob) -> None:
         try:
             _stream_into_file(job, url)
             continue
-        except _UrlExpired:
-            problem: Exception = _RangeBroken("presigned URL kept expiring")
+        except _UrlExpired as expired:
+            cause: Exception = expired
             transfer.urls.renew(url)
         except (requests.RequestException, _RangeBroken) as error:
-            problem = error
+            cause = error
             if not transfer.stop.is_set():
                 log.info(
                     "%s: range %s broke after %d bytes (%s), resuming",
                     transfer.file_id,
                     job.byte_range.header,
                     job.done,
-                    error,
+                    describe(error),
                 )
         failures += 1
         if transfer.stop.is_set():
@@ -268,8 +269,9 @@ def fetch_range(job: RangeJob) -> None:
         if failures > transfer.plan.retries:
             raise TransferError(
                 file_id=transfer.file_id,
-                problem=f"range {job.byte_range.header} failed {failures} times, last: {problem}",
-            ) from problem
+                problem=f"range {job.byte_range.header} failed {failures} times, "
+                f"last: {describe(cause)}",
+            ) from cause
         transfer.stop.wait(min(0.2 * 2**failures, 5.0))  # back off, but wake at once on stop
 
 
@@ -306,6 +308,21 @@ def _write_chunk(job: RangeJob, chunk: bytes) -> None:
     transfer.on_bytes(len(chunk))
 
 
+def describe(error: Exception) -> str:
+    """A short reason for a failed range, without urllib3's nested reprs."""
+    if isinstance(error, (_RangeBroken, _UrlExpired)):
+        return str(error)
+    if isinstance(error, requests.exceptions.ChunkedEncodingError):
+        return "the connection broke in the middle of the body"
+    if isinstance(error, requests.Timeout) or "timed out" in str(error).lower():
+        return "stalled: no data within the read timeout"
+    if isinstance(error, requests.exceptions.SSLError):
+        return "TLS failed: the certificate is not trusted or the connection broke"
+    if isinstance(error, requests.ConnectionError):
+        return "could not connect, or the connection was reset"
+    return type(error).__name__
+
+
 def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     """``os.pwrite`` until every byte is written (a regular file may take fewer)."""
     view = memoryview(data)
@@ -331,13 +348,12 @@ def _bytes_to_skip(response: requests.Response, todo: ByteRange, object_size: in
         raise _RangeBroken(f"HTTP {response.status_code}")
     content_range = response.headers.get("Content-Range", "")
     match = _CONTENT_RANGE.fullmatch(content_range)
-    if (
-        not match
-        or int(match.group(1)) != todo.start
-        or int(match.group(2)) < todo.start
-        or match.group(3) not in ("*", str(object_size))
-    ):
-        raise _RangeBroken(f"Content-Range {content_range!r} for {todo.header}")
+    if not match or int(match.group(1)) != todo.start or int(match.group(2)) < todo.start:
+        raise _RangeBroken(f"Content-Range {content_range[:80]!r} for {todo.header}")
+    if match.group(3) not in ("*", str(object_size)):
+        raise _RangeBroken(
+            f"the object store has {match.group(3)} bytes, the Download API said {object_size}"
+        )
     return 0
 
 
