@@ -27,9 +27,9 @@ from reliability.scenario import (
     assert_promise_kept,
     check_promise,
     record,
+    suite_settings,
 )
 
-from ghga_tasks.core.settings import Settings
 from ghga_tasks.sandbox import Sandbox, SandboxFile
 from ghga_tasks.sandbox.faults import Faults, parse_fault_spec, retry_after_header
 
@@ -39,23 +39,6 @@ BATCH = (
     SandboxFile(TARGET, ".fastq.gz", size=200_000),  # the file the faults hit
     SandboxFile("GHGAF3", "", size=50_000),
 )
-
-
-def suite_settings(tmp_path: Path, user_keys: Any, **overrides: Any) -> Settings:
-    """Several ranges per file, a 1 s stall limit, three retries per range."""
-    values: dict[str, Any] = {
-        "output_dir": tmp_path / "downloads",
-        "user_public_key": user_keys.public_key_path,
-        "user_private_key": user_keys.secret_key_path,
-        "part_size": 64 * 1024,
-        "connections": 4,
-        "connect_timeout": 2.0,
-        "read_timeout": 1.0,
-        "range_retries": 3,
-        "max_wait_time": 10.0,
-        **overrides,
-    }
-    return Settings(**values)
 
 
 @dataclass(frozen=True)

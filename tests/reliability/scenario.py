@@ -128,6 +128,24 @@ def combined(planned: Run, downloads: list[Run]) -> Run:
     return Run(0, output, f"all {len(downloads)} planned file(s) downloaded")
 
 
+def suite_settings(tmp_path: Path, user_keys: Any, **overrides: Any) -> Settings:
+    """Fault-suite settings: several 64 KiB ranges per file, a 1 s stall limit, three
+    retries per range; ``overrides`` win."""
+    values: dict[str, Any] = {
+        "output_dir": tmp_path / "downloads",
+        "user_public_key": user_keys.public_key_path,
+        "user_private_key": user_keys.secret_key_path,
+        "part_size": 64 * 1024,
+        "connections": 4,
+        "connect_timeout": 2.0,
+        "read_timeout": 1.0,
+        "range_retries": 3,
+        "max_wait_time": 10.0,
+        **overrides,
+    }
+    return Settings(**values)
+
+
 def secrets_of(sandbox: Sandbox, secret_key: bytes) -> list[str]:
     """Texts that must never appear in any output: keys, session keys, the token, and
     presigned-URL signatures (found by their parameter name)."""
@@ -149,11 +167,17 @@ def decrypts_to(path: Path, secret_key: bytes, expected: Path) -> bool:
 
 
 def check_promise(
-    output_dir: Path, sandbox: Sandbox, secret_key: bytes, texts: Sequence[str]
+    output_dir: Path,
+    sandbox: Sandbox,
+    secret_key: bytes,
+    texts: Sequence[str],
+    *,
+    ignore: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> Promise:
-    """Count stray ``.part`` files, corrupt final files and leaked secrets."""
+    """Count stray ``.part`` files, corrupt final files and leaked secrets; ``ignore``
+    names files that are the user's own, not downloads."""
     parts = list(output_dir.glob("*.part")) if output_dir.exists() else []
-    finals = list(output_dir.glob("*.c4gh")) if output_dir.exists() else []
+    finals = [p for p in output_dir.glob("*.c4gh") if p.name not in ignore]
     file_ids = {
         FileSpec(spec.file_id, normalize_extension(spec.extension, setting="")).file_name: (
             spec.file_id
