@@ -1,0 +1,146 @@
+"""Running one competitor: wall time, exit code and peak memory of its process tree.
+
+Peak RSS comes from two places. GNU ``time`` reports the largest single process of the
+tree (``wait4``'s ``ru_maxrss`` covers waited-for descendants); it has to be GNU time,
+not our own ``wait4``, because a child forked from this process inherits our high-water
+mark, and the benchmark process holds the sandboxes. A sampler adds up the RSS of the
+whole tree every few milliseconds (Snakemake plus its job, for example).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+SAMPLE_INTERVAL = 0.02
+GNU_TIME = "/usr/bin/time"
+JOB_MARKER = b"step\0download"  # a Snakemake job: ghga-tasks step download ...
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float
+    returncode: int
+    peak_rss: int  # bytes, the largest single process of the tree
+    tree_rss: int  # bytes, the largest sampled sum over the whole tree
+    log: Path
+    job_rss: int = 0  # bytes, the largest sampled ``ghga-tasks step download`` process
+    transfer_seconds: float | None = None  # ghga_report.tsv's transfer times, summed
+
+
+def run_measured(
+    command: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log: Path,
+    stdin_text: str | None = None,
+    timeout: float = 1800.0,
+) -> Run:
+    """Run ``command`` to completion (killing its process group after ``timeout``)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    rss_file = log.with_name(log.name + ".maxrss")
+    with log.open("wb") as out:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [GNU_TIME, "--format", "%M", "--output", str(rss_file), *command],
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # one process group: a timeout kills the whole tree
+        )
+        sampler = TreeSampler(process.pid)
+        sampler.start()
+        if stdin_text is not None and process.stdin is not None:
+            process.stdin.write(stdin_text.encode())
+            process.stdin.close()
+        status = _wait(process, started + timeout)
+        seconds = time.perf_counter() - started
+        sampler.stop()
+    peak = _peak_kib(rss_file) * 1024
+    return Run(seconds, status, peak, sampler.peak, log, sampler.job_peak)
+
+
+def _wait(process: subprocess.Popen[bytes], deadline: float) -> int:
+    """The exit code; the whole process group is killed once ``deadline`` passes."""
+    try:
+        return process.wait(timeout=max(deadline - time.perf_counter(), 0.001))
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return process.wait()
+
+
+def _peak_kib(rss_file: Path) -> int:
+    """GNU time's ``%M``: the last line (it writes a "Command exited…" line first)."""
+    try:
+        return int(rss_file.read_text().split()[-1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class TreeSampler(threading.Thread):
+    """Samples the summed RSS of a process and all its descendants."""
+
+    def __init__(self, root: int) -> None:
+        super().__init__(daemon=True, name="rss-sampler")
+        self.root = root
+        self.peak = 0
+        self.job_peak = 0  # the download job alone: the process whose memory scales
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(SAMPLE_INTERVAL):
+            sizes = {pid: _rss(pid) for pid in _tree(self.root)}
+            self.peak = max(self.peak, sum(sizes.values()))
+            jobs = [size for pid, size in sizes.items() if _is_download_job(pid)]
+            self.job_peak = max([self.job_peak, *jobs])
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+def _tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            parent = _parent(int(entry.name))
+            if parent is not None:
+                children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+def _is_download_job(pid: int) -> bool:
+    try:
+        return JOB_MARKER in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _rss(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0

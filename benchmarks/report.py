@@ -1,0 +1,89 @@
+"""Writing the results: CSV, a markdown table and a PNG plot."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from .results import Row, fmt
+
+CSV_COLUMNS = [
+    "scenario", "competitor", "metric", "unit", "median", "rounds", "values", "ratio",
+    "baseline", "target", "met", "peak_rss_mib", "tree_rss_mib", "note",
+]  # fmt: skip
+
+
+def write_csv(rows: list[Row], path: Path) -> None:
+    with path.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(CSV_COLUMNS)
+        for row in rows:
+            writer.writerow(
+                [
+                    row.scenario, row.competitor, row.metric, row.unit,
+                    _num(row.median), len(row.values), " ".join(f"{v:.4g}" for v in row.values),
+                    _num(row.ratio), row.baseline, row.target,
+                    "" if row.met is None else ("yes" if row.met else "no"),
+                    _num(row.peak_rss_mib), _num(row.tree_rss_mib), row.note,
+                ]
+            )  # fmt: skip
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def markdown_table(rows: list[Row]) -> str:
+    lines = [
+        "| Scenario | Competitor | Median | Ratio | Target | Peak RSS (MiB) | Note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        median = f"{fmt(row.median)} {row.unit}" if row.ran else "—"
+        ratio = f"{fmt(row.ratio)} x {row.baseline}" if row.ratio is not None else "—"
+        met = {True: " ✅", False: " ❌", None: ""}[row.met]
+        rss = fmt(row.peak_rss_mib, 0) if row.peak_rss_mib is not None else "—"
+        if row.tree_rss_mib is not None and row.peak_rss_mib is not None:
+            rss += f" (tree {fmt(row.tree_rss_mib, 0)})"
+        lines.append(
+            f"| {row.scenario} | {row.competitor} | {median} | {ratio} | "
+            f"{row.target}{met} | {rss} | {row.note} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_plot(rows: list[Row], path: Path) -> None:
+    """One panel per scenario: the median per competitor, the baseline ratio on the bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = list(dict.fromkeys(row.scenario for row in rows))
+    columns = 3
+    lines = -(-len(scenarios) // columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(15, 4.2 * lines), squeeze=False)
+    for axis, scenario in zip(axes.flat, scenarios, strict=False):
+        _panel(axis, [row for row in rows if row.scenario == scenario], scenario)
+    for axis in list(axes.flat)[len(scenarios) :]:
+        axis.set_visible(False)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _panel(axis: object, rows: list[Row], scenario: str) -> None:
+    names = [row.competitor for row in rows]
+    medians = [row.median or 0.0 for row in rows]
+    colors = ["#c0392b" if row.met is False else "#2e86c1" for row in rows]
+    bars = axis.barh(names, medians, color=colors)  # type: ignore[attr-defined]
+    for bar, row in zip(bars, rows, strict=True):
+        label = fmt(row.median) if row.ran else row.note[:40]
+        if row.ratio is not None:
+            label += f"  ({fmt(row.ratio)}x)"
+        axis.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {label}",  # type: ignore[attr-defined]
+                  va="center", fontsize=8)  # fmt: skip
+    unit = rows[0].unit if rows else ""
+    axis.set_title(f"{scenario} ({rows[0].metric if rows else ''}, {unit})", fontsize=10)  # type: ignore[attr-defined]
+    axis.invert_yaxis()  # type: ignore[attr-defined]
+    axis.margins(x=0.45)  # type: ignore[attr-defined]

@@ -1,0 +1,348 @@
+"""The six scenarios of issue 7, each returning its result rows.
+
+Sizes come from :class:`Sizes` (the full suite, or tiny ones for ``--smoke``). Ratios are
+always against figures measured in the same run (curl's rate from S1) or against the
+scenario's fixed bar (5 x the per-connection cap in S2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from ghga_tasks.sandbox import SandboxFile
+
+from .competitors import (
+    ARIA2C,
+    CURL,
+    GHGA_TASKS,
+    IN_PROCESS,
+    OFFICIAL,
+    REPO,
+    SNAKEMAKE,
+    Batch,
+    Competitor,
+    Invocation,
+    base_env,
+    write_config,
+)  # fmt: skip
+from .harness import Context, Entry, Expect, batch_of, expect_files, row_from, run_rounds
+from .measure import Run
+from .results import MIB, Row
+
+GIB = 1024 * MIB
+KIB = 1024
+OURS = {GHGA_TASKS.name, SNAKEMAKE.name, IN_PROCESS.name}
+WITH_ENVELOPE = {GHGA_TASKS.name, SNAKEMAKE.name, IN_PROCESS.name, OFFICIAL.name}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    big: int = GIB  # S1, S2, the ready file of S3b
+    rate: str = "25m"  # nginx limit_rate per connection in S2 (m = MiB/s)
+    rate_bytes: int = 25 * MIB
+    capped_curl_bytes: int = 256 * MIB  # curl (1 connection) only checks the cap in S2
+    small: int = 20 * MIB  # S3b / S3 staging files
+    small_count: int = 9  # S3b: the ready file, then this many staging ones; S3: one more
+    stage_seconds: float = 5.0
+    many_count: int = 1000  # S4
+    many_size: int = 64 * KIB
+    many_sample: int = 50  # S4 files for competitors that start a process per file
+    plan_count: int = 10_000  # S5
+    huge: int = 4 * GIB  # S6
+    rounds: int = 3
+    plan_rounds: int = 2
+    many_rounds: int = 1
+
+
+FULL = Sizes()
+SMOKE = Sizes(
+    big=8 * MIB, rate="2m", rate_bytes=2 * MIB, capped_curl_bytes=2 * MIB, small=256 * KIB,
+    small_count=2, stage_seconds=2.0, many_count=4, many_sample=2, plan_count=20, huge=16 * MIB,
+    rounds=1, plan_rounds=1, many_rounds=1,
+)  # fmt: skip
+
+
+def transfer_files(sizes: Sizes) -> tuple[SandboxFile, list[SandboxFile], list[SandboxFile]]:
+    """The big ready file, the S3b staging files and the S3 staging files."""
+    big = SandboxFile("GHGAF00000000000001", ".bam", sizes.big)
+    staging = [
+        SandboxFile(f"GHGAF{100 + n:014d}", ".fastq.gz", sizes.small, sizes.stage_seconds)
+        for n in range(sizes.small_count + sizes.small_count + 1)
+    ]
+    return big, staging[: sizes.small_count], staging[sizes.small_count :]
+
+
+def transfer_sandbox(ctx: Context, sizes: Sizes) -> Any:
+    big, s3b, s3 = transfer_files(sizes)
+    return ctx.sandbox("transfer", [big, *s3b, *s3])
+
+
+def entries(
+    ctx: Context, competitors: Sequence[Competitor], files: Sequence[SandboxFile], **options: Any
+) -> list[Entry]:
+    sandbox = transfer_sandbox_or(ctx, files)
+    batch = batch_of(sandbox, files, **options)
+    return [
+        Entry(c, batch, expect_files(sandbox, files, envelope=c.name in WITH_ENVELOPE))
+        for c in competitors
+    ]
+
+
+def transfer_sandbox_or(ctx: Context, files: Sequence[SandboxFile]) -> Any:
+    for sandbox in ctx.sandboxes.values():
+        if all(spec.file_id in sandbox.archive.specs for spec in files):
+            return sandbox
+    raise LookupError("no sandbox holds these files")
+
+
+def rate_mbs(size: int) -> Any:
+    return lambda run: size / run.seconds / 1e6
+
+
+def s1_unlimited(ctx: Context, sizes: Sizes) -> list[Row]:
+    """One big file, no rate limit: the bar is curl writing one stream to disk."""
+    big, _, _ = transfer_files(sizes)
+    transfer_sandbox(ctx, sizes)
+    competitors = [CURL, ARIA2C, GHGA_TASKS, SNAKEMAKE, IN_PROCESS, OFFICIAL]
+    outcome = run_rounds(ctx, "S1", entries(ctx, competitors, [big]))
+    rows = [
+        row_from("S1", c.name, outcome[c.name], "throughput", "MB/s", rate_mbs(sizes.big))
+        for c in competitors
+    ]
+    rows += [
+        row_from(
+            "S1", f"{c.name}: transfer only", outcome[c.name], "throughput", "MB/s",
+            lambda run: sizes.big / (run.transfer_seconds or float("nan")) / 1e6,
+        )
+        for c in competitors
+        if c.name in OURS and not isinstance(outcome[c.name], str)
+    ]  # fmt: skip
+    for row in rows:
+        if row.competitor.endswith("transfer only") and row.ran:
+            row.note = "size / the report's seconds: no start-up, plan or Snakemake"
+    curl_rate = rows[0].median
+    if curl_rate:
+        ctx.facts["curl_rate"] = curl_rate * 1e6
+        for row in rows[1:]:
+            _ratio(row, curl_rate, "curl")
+            if row.competitor in OURS:
+                _target(row, "≥ 0.8 x curl", row.ratio is not None and row.ratio >= 0.8)
+    return rows
+
+
+def s2_capped(ctx: Context, sizes: Sizes) -> list[Row]:
+    """The same file at ``rate`` per connection: multi-connection scaling, bar 5 x cap."""
+    big, _, _ = transfer_files(sizes)
+    sandbox = transfer_sandbox(ctx, sizes)
+    unlimited = sandbox.archive.object_base_url
+    sandbox.archive.object_base_url = ctx.objects.base_url("capped", 0)
+    try:
+        competitors = [ARIA2C, GHGA_TASKS, SNAKEMAKE, IN_PROCESS, OFFICIAL]
+        runs = entries(ctx, competitors, [big])
+        curl_entry = entries(ctx, [CURL], [big], curl_range=f"0-{sizes.capped_curl_bytes - 1}")[0]
+        curl_entry = Entry(
+            CURL, curl_entry.batch, Expect({runs[0].batch.names[0]: sizes.capped_curl_bytes})
+        )
+        outcome = run_rounds(ctx, "S2", [curl_entry, *runs])
+    finally:
+        sandbox.archive.object_base_url = unlimited
+    cap = sizes.rate_bytes / 1e6
+    rows = [
+        row_from(
+            "S2",
+            CURL.name,
+            outcome[CURL.name],
+            "throughput",
+            "MB/s",
+            rate_mbs(sizes.capped_curl_bytes),
+        )
+    ]
+    _ratio(rows[0], cap, "cap (1 connection)")
+    for competitor in competitors:
+        row = row_from(
+            "S2",
+            competitor.name,
+            outcome[competitor.name],
+            "throughput",
+            "MB/s",
+            rate_mbs(sizes.big),
+        )
+        _ratio(row, 5 * cap, "5 x cap")
+        if competitor.name in OURS:
+            _target(row, "≥ 0.95 x (5 x cap)", row.ratio is not None and row.ratio >= 0.95)
+        rows.append(row)
+    return rows
+
+
+def s3_staging(ctx: Context, sizes: Sizes, *, with_ready: bool) -> list[Row]:
+    """S3b: the ready big file first, then staging files; S3: staging files only.
+
+    Ideal: every file probed at once, so staging overlaps the big download; then the
+    staged files at curl's single-stream rate (measured in S1 of this run).
+    """
+    scenario = "S3b" if with_ready else "S3"
+    big, s3b, s3 = transfer_files(sizes)
+    sandbox = transfer_sandbox(ctx, sizes)
+    files = [big, *s3b] if with_ready else s3
+    competitors = [GHGA_TASKS, SNAKEMAKE, IN_PROCESS, OFFICIAL]
+    outcome = run_rounds(
+        ctx, scenario, entries(ctx, competitors, files), before_each=sandbox.archive.reset_staging
+    )
+    rate = ctx.facts.get("curl_rate") or _curl_rate(ctx, sizes)
+    staging_bytes = sum(spec.size for spec in files if spec.stage_seconds)
+    ready_seconds = (big.size / rate) if with_ready else 0.0
+    ideal = max(sizes.stage_seconds, ready_seconds) + staging_bytes / rate
+    rows = []
+    for competitor in competitors:
+        row = row_from(scenario, competitor.name, outcome[competitor.name], "time", "s", _seconds)
+        _ratio(row, ideal, f"ideal {ideal:.2f} s", inverse=True)
+        if competitor.name in OURS and with_ready:
+            _target(row, "≤ 1.1 x ideal", row.ratio is not None and row.ratio <= 1.1)
+        rows.append(row)
+    return rows
+
+
+def _curl_rate(ctx: Context, sizes: Sizes) -> float:
+    """curl's single-stream rate, when S1 did not run in this invocation."""
+    big, _, _ = transfer_files(sizes)
+    outcome = run_rounds(ctx, "S3-rate", entries(ctx, [CURL], [big]), rounds=1)
+    runs = outcome[CURL.name]
+    if isinstance(runs, str) or not runs:
+        raise RuntimeError(f"curl is needed for the ideal time: {runs}")
+    ctx.facts["curl_rate"] = sizes.big / runs[0].seconds
+    return ctx.facts["curl_rate"]
+
+
+def _ms_per_file(run: Run, count: int) -> float:
+    return run.seconds * 1000 / count
+
+
+def _seconds(run: Run) -> float:
+    return run.seconds
+
+
+def s4_many_small(ctx: Context, sizes: Sizes) -> list[Row]:
+    """Many small files: per-file overhead. curl fetches them all in one process."""
+    files = [
+        SandboxFile(f"GHGAF{n:014d}", ".bam", sizes.many_size)
+        for n in range(1, sizes.many_count + 1)
+    ]
+    ctx.sandbox("many", files)
+    # A job process per file costs about a second: those competitors get a sample of the
+    # batch (the cost per file is flat), or S4 alone would take half an hour.
+    counts = {SNAKEMAKE.name: sizes.many_sample, GHGA_TASKS.name: sizes.many_sample}
+    competitors = [CURL, SNAKEMAKE, GHGA_TASKS, IN_PROCESS, OFFICIAL]
+    plan = [entries(ctx, [c], files[: counts.get(c.name, len(files))])[0] for c in competitors]
+    outcome = run_rounds(ctx, "S4", plan, rounds=sizes.many_rounds)
+    rows = []
+    for competitor in competitors:
+        count = counts.get(competitor.name, len(files))
+        row = row_from(
+            "S4", competitor.name, outcome[competitor.name], "per file", "ms/file",
+            partial(_ms_per_file, count=count),
+        )  # fmt: skip
+        if count != len(files):
+            row.note = "; ".join(filter(None, [f"{count} of the {len(files)} files", row.note]))
+        if competitor.name in (SNAKEMAKE.name, IN_PROCESS.name):
+            _target(row, "≤ 20 ms/file", row.median is not None and row.median <= 20)
+        rows.append(row)
+    ctx.drop_sandbox("many")
+    return rows
+
+
+def plan_and_dag(snakefile: Path) -> Callable[[Batch, Path], Invocation]:
+    """The checkpoint (probe everything, write the plan), then the DAG of all downloads."""
+
+    def build(batch: Batch, workdir: Path) -> Invocation:
+        config = write_config(batch, workdir)
+        snakemake = f"python -m snakemake --snakefile {snakefile} --directory {workdir}"
+        options = f"--cores 1 --configfile {config}"
+        script = f"{snakemake} downloads/ghga_plan.tsv {options} && {snakemake} -n {options}"
+        return Invocation(["bash", "-c", script], base_env(batch.env))
+
+    return build
+
+
+def ghga_tasks_plan(batch: Any, workdir: Any) -> Invocation:
+    config = write_config(batch, workdir)
+    return Invocation(["ghga-tasks", "plan", "--config-file", str(config)], base_env(batch.env))
+
+
+PLAN_DAG = Competitor("snakemake: checkpoint + DAG", plan_and_dag(REPO / "Snakefile"), lambda: "")
+PLAN_DAG_CACHED = Competitor(
+    "prototype: checkpoint + DAG",
+    plan_and_dag(REPO / "benchmarks" / "inprocess" / "Snakefile"),
+    lambda: "",
+)
+PLAN_CLI = Competitor("ghga-tasks plan", ghga_tasks_plan, lambda: "")
+
+
+def s5_plan(ctx: Context, sizes: Sizes) -> list[Row]:
+    """The plan for many files: probing them all, then Snakemake's DAG of their jobs."""
+    files = [SandboxFile(f"GHGAF{n:014d}", ".cram", 1024) for n in range(1, sizes.plan_count + 1)]
+    ctx.sandbox("plan", files)
+    competitors = [PLAN_DAG, PLAN_DAG_CACHED, PLAN_CLI]
+    plan_entries = [
+        Entry(entry.competitor, entry.batch, Expect({"ghga_plan.tsv": -1}))
+        for entry in entries(ctx, competitors, files)
+    ]
+    outcome = run_rounds(ctx, "S5", plan_entries, rounds=sizes.plan_rounds)
+    rows = [row_from("S5", c.name, outcome[c.name], "time", "s", _seconds) for c in competitors]
+    for row in rows[:2]:
+        _target(row, "≤ 60 s", row.median is not None and row.median <= 60)
+    rows.append(
+        Row("S5", OFFICIAL.name, "time", "s", note="not comparable: no plan step (probes lazily)")
+    )
+    ctx.drop_sandbox("plan")
+    return rows
+
+
+def s6_memory(ctx: Context, sizes: Sizes) -> list[Row]:
+    """Peak memory for one huge file (largest single process; tree sum in brackets)."""
+    huge = SandboxFile("GHGAF00000000000004", ".cram", sizes.huge)
+    ctx.sandbox("memory", [huge])
+    competitors = [CURL, GHGA_TASKS, SNAKEMAKE, IN_PROCESS, OFFICIAL]
+    outcome = run_rounds(ctx, "S6", entries(ctx, competitors, [huge]), rounds=1)
+    rows = []
+    for competitor in competitors:
+        row = row_from("S6", competitor.name, outcome[competitor.name], "peak RSS", "MiB",
+                       lambda run: run.peak_rss / MIB)  # fmt: skip
+        if competitor.name in OURS:
+            _target(row, "≤ 100 MiB", row.median is not None and row.median <= 100)
+        rows.append(row)
+    ctx.drop_sandbox("memory")
+    return rows
+
+
+def _ratio(row: Row, baseline: float, name: str, *, inverse: bool = False) -> None:
+    """Median over ``baseline`` (throughput), or over the ideal for times (``inverse``:
+    the ratio is still median / baseline, where lower is better)."""
+    if row.median is not None and baseline:
+        row.ratio = row.median / baseline
+        row.baseline = name
+
+
+def _target(row: Row, target: str, met: bool) -> None:
+    row.target = target
+    row.met = met if row.ran else None
+
+
+# What --smoke runs: every scenario, but only the shipped workflow and the references,
+# so the script is exercised end to end in about a minute.
+SMOKE_COMPETITORS = {CURL.name, ARIA2C.name, SNAKEMAKE.name, PLAN_DAG.name}
+DOWNLOADERS = (CURL, ARIA2C, GHGA_TASKS, SNAKEMAKE, IN_PROCESS, OFFICIAL)
+ALL_COMPETITORS = {c.name for c in (*DOWNLOADERS, PLAN_DAG, PLAN_DAG_CACHED, PLAN_CLI)}
+
+SCENARIOS = {
+    "S1": s1_unlimited,
+    "S2": s2_capped,
+    "S3b": lambda ctx, sizes: s3_staging(ctx, sizes, with_ready=True),
+    "S3": lambda ctx, sizes: s3_staging(ctx, sizes, with_ready=False),
+    "S4": s4_many_small,
+    "S5": s5_plan,
+    "S6": s6_memory,
+}

@@ -1,0 +1,84 @@
+"""The benchmark script still runs: ``python -m benchmarks --smoke`` with tiny sizes.
+
+It runs every scenario against nginx on loopback and must write its table and plot with a
+row per scenario; the figures themselves are never asserted (benchmarks print them).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from ghga_tasks.sandbox import Sandbox, SandboxFile
+
+REPO = Path(__file__).resolve().parent.parent
+SCENARIOS = {"S1", "S2", "S3b", "S3", "S4", "S5", "S6"}
+# What the benchmark runs besides Python (.ci/run installs them with apt).
+TOOLS = {"nginx": "/usr/sbin/nginx", "curl": "", "aria2c": "", "GNU time": "/usr/bin/time"}
+
+
+def missing_tools() -> list[str]:
+    return [
+        name
+        for name, path in TOOLS.items()
+        if not (shutil.which(name) or (path and Path(path).exists()))
+    ]
+
+
+@pytest.fixture
+def benchmark_tools() -> None:
+    """Skip locally without the tools; in CI (CI=true) their absence is a failure."""
+    missing = missing_tools()
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        missing.append("matplotlib (pip install -e '.[bench]')")
+    if missing and os.environ.get("CI") != "true":
+        pytest.skip(f"benchmark prerequisites missing: {', '.join(missing)}")
+    assert not missing, f"CI must provide {missing} (see the benchmarks section of .ci/run)"
+
+
+@pytest.mark.slow
+@pytest.mark.snakemake
+def test_smoke_benchmark_writes_table_and_plot_with_every_scenario(
+    tmp_path: Path, benchmark_tools: None
+) -> None:
+    out, work = tmp_path / "results", tmp_path / "work"
+    command = [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out)]
+    result = subprocess.run(
+        [*command, "--workdir", str(work)], cwd=REPO, capture_output=True, text=True, timeout=420
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with (out / "results.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert {row["scenario"] for row in rows} == SCENARIOS
+    # The shipped workflow ran, and downloaded every byte, in each scenario it is part of.
+    shipped = [row for row in rows if row["competitor"] == "snakemake --cores 1"]
+    assert {row["scenario"] for row in shipped} == SCENARIOS - {"S5"}
+    assert all(row["median"] and not row["note"].startswith("failed") for row in shipped), shipped
+    assert (out / "results.png").read_bytes().startswith(b"\x89PNG")
+    table = (out / "results.md").read_text()
+    assert all(f"| {name} |" in table for name in SCENARIOS)
+    assert not (work / "runs").exists()  # the downloads were cleaned up
+
+
+def test_drs_objects_point_at_the_external_object_base_url(tmp_path: Path, user_keys) -> None:
+    """The sandbox hook the benchmark's nginx relies on."""
+    base = "http://127.0.0.1:9/r0"
+    files = [SandboxFile("GHGAF1", ".bam", 1000)]
+    sandbox = Sandbox(
+        files=files, user_public_key=user_keys.public_key, workdir=tmp_path, object_base_url=base
+    )
+    with sandbox, requests.Session() as http:
+        http.trust_env = False
+        drs = http.get(f"{sandbox.dcs_url}/objects/GHGAF1", timeout=5).json()
+        presigned = sandbox.presigned_url("GHGAF1")
+    assert drs["access_methods"][0]["access_url"]["url"].startswith(f"{base}/s3/outbox/")
+    assert presigned.startswith(f"{base}/s3/outbox/")
