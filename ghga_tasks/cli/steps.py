@@ -7,7 +7,9 @@ They are public so a rule stays a one-line ``shell:`` call, but researchers use
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -17,8 +19,18 @@ from ghga_tasks.core.settings import Settings
 
 
 @click.group()
-def step() -> None:
+@click.pass_context
+def step(ctx: click.Context) -> None:
     """Single workflow steps, as the Snakemake rules run them."""
+    # A cluster ends a job (scancel, time limit, preemption) with SIGTERM, which would kill
+    # Python without any cleanup and leave a .part behind. Take the Ctrl-C path instead:
+    # the download removes its .part and the step exits 130 before SLURM's SIGKILL.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
 
 @step.command("plan")
