@@ -10,6 +10,7 @@ then files that will not be downloaded (already there, unavailable).
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -150,7 +151,22 @@ def write_plan(entries: list[PlanEntry], path: Path) -> None:
 
 
 def read_plan(path: Path) -> list[PlanEntry]:
-    """Read a plan written by ``write_plan``; a damaged file is a clear error."""
+    """Read a plan written by ``write_plan``; a damaged file is a clear error.
+
+    Parsed once per version of the file: Snakemake asks for the plan once per download
+    job (``download_priority``), and parsing 10,000 rows 10,000 times took half an hour
+    (benchmark S5). ``write_plan`` replaces the file, so a new plan has a new inode.
+    """
+    try:
+        stat = path.stat()
+    except OSError as error:
+        raise ConfigurationError(setting=str(path), problem=f"unreadable plan ({error})") from None
+    return list(_parse_plan(str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_plan(path: str, inode: int, mtime_ns: int, size: int) -> tuple[PlanEntry, ...]:
+    """The plan's rows; the arguments after ``path`` only key the cache."""
     try:
         frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
         entries = [
@@ -166,10 +182,10 @@ def read_plan(path: Path) -> list[PlanEntry]:
             for row in frame.itertuples(index=False)
         ]
     except (OSError, ValueError, KeyError, AttributeError, pd.errors.ParserError) as error:
-        raise ConfigurationError(setting=str(path), problem=f"unreadable plan ({error})") from None
+        raise ConfigurationError(setting=path, problem=f"unreadable plan ({error})") from None
     for entry in entries:
-        _check_names(entry, setting=str(path))
-    return entries
+        _check_names(entry, setting=path)
+    return tuple(entries)
 
 
 def _check_names(entry: PlanEntry, *, setting: str) -> None:
