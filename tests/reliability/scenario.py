@@ -75,7 +75,8 @@ def invoke(args: Sequence[str], env: Mapping[str, str]) -> Run:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         output += f"\nUnhandled {type(result.exception).__name__}: {result.exception}"
     errors = _ERROR_LINE.findall(output)
-    return Run(result.exit_code, output, errors[0] if errors else "")
+    lines = [line for line in output.splitlines() if line.strip()]
+    return Run(result.exit_code, output, errors[0] if errors else (lines[-1] if lines else ""))
 
 
 @dataclass

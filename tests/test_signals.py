@@ -1,0 +1,269 @@
+"""Signals during a download: Ctrl-C, SIGTERM (a cluster ending a job), SIGKILL.
+
+Promise: the file being written when the signal came has no final file and no ``.part``
+once the process is gone; files finished before it stay; after a SIGKILL, the ``.part``
+it leaves is replaced by the next run. Real processes throughout: ``ghga-tasks step
+download`` as a Snakemake job runs it, ``snakemake`` itself, and ``ghga-tasks download``.
+
+The interrupted file is slowed down on the sandbox (0.2 s per request, 32 ranges), and
+the signal comes once its ``.part`` exists.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from reliability.scenario import (
+    WORK_ORDER_TOKEN,
+    Batch,
+    Run,
+    assert_promise_kept,
+    check_promise,
+    record,
+    suite_settings,
+)
+
+from ghga_tasks.core import batch
+from ghga_tasks.sandbox import Sandbox, SandboxFile
+from ghga_tasks.sandbox.faults import Faults
+
+pytestmark = pytest.mark.slow
+
+SIGNALS = "signals"
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+QUICK, SLOW = "GHGAF1", "GHGAF2"
+FILES = [
+    SandboxFile(QUICK, ".bam", size=100_000),  # planned first: done before the signal
+    SandboxFile(SLOW, ".fastq.gz", size=2_000_000),  # interrupted
+]
+SLOW_NAME = "GHGAF2.fastq.gz.c4gh"
+
+
+def slowed(sandbox: Sandbox) -> Sandbox:
+    sandbox.set_faults(SLOW, Faults(delay_seconds=0.2))
+    return sandbox
+
+
+def environment(sandbox: Sandbox) -> dict[str, str]:
+    return {
+        **os.environ,
+        **sandbox.env(),
+        "GHGA_WORK_ORDER_TOKEN": WORK_ORDER_TOKEN,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+
+
+def wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 120) -> None:
+    """Until ``path`` exists (the download is under way), or fail if the process ended."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"ended before {path.name} appeared: {out[-2000:]}{err[-2000:]}")
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+    time.sleep(0.3)  # well inside the file: some ranges written, most not
+
+
+def finish(process: subprocess.Popen[str]) -> Run:
+    out, err = process.communicate(timeout=120)
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    return Run(process.returncode, out + err, lines[-1] if lines else "")
+
+
+# --- one download job: ghga-tasks step download ---------------------------------------------
+
+
+def start_download_step(sandbox: Sandbox, settings_file: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(BIN / "ghga-tasks"), "step", "download", "--settings", str(settings_file),
+         SLOW_NAME],
+        env=environment(sandbox), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_download_job_stopped_by_a_signal_leaves_nothing_behind(
+    signum, sandbox_factory, user_keys, tmp_path, record_property
+) -> None:
+    sandbox = slowed(sandbox_factory(FILES))
+    settings = suite_settings(tmp_path, user_keys)
+    steps = Batch(sandbox, settings)
+    assert steps.plan().exit_code == 0
+    assert steps.download("GHGAF1.bam.c4gh").exit_code == 0  # finished before the signal
+    output = settings.output_dir
+    job = start_download_step(sandbox, batch.settings_path(output))
+    wait_for(output / f"{SLOW_NAME}.part", job)
+    job.send_signal(signum)
+    run = finish(job)
+    promise = check_promise(output, sandbox, user_keys.secret_key, [run.output])
+    record(record_property, scenario=f"{signum.name} to a download job (ghga-tasks step "
+           "download)", area=SIGNALS, run=run, promise=promise)  # fmt: skip
+    assert run.exit_code == 130, run.output[-2000:]
+    assert "Interrupted" in run.user_sees
+    assert not (output / SLOW_NAME).exists()
+    assert (output / "GHGAF1.bam.c4gh").exists()
+    assert_promise_kept(promise)
+
+
+def test_part_left_by_a_sigkilled_job_is_replaced_by_the_next_run(
+    sandbox_factory, user_keys, tmp_path, record_property
+) -> None:
+    sandbox = slowed(sandbox_factory(FILES))
+    settings = suite_settings(tmp_path, user_keys)
+    batch_run = Batch(sandbox, settings)
+    assert batch_run.plan().exit_code == 0
+    output = settings.output_dir
+    job = start_download_step(sandbox, batch.settings_path(output))
+    wait_for(output / f"{SLOW_NAME}.part", job)
+    job.kill()
+    job.wait(timeout=60)
+    assert (output / f"{SLOW_NAME}.part").exists()  # what a SIGKILL leaves
+    sandbox.clear_faults()
+    run = batch_run.download(SLOW_NAME)
+    promise = check_promise(output, sandbox, user_keys.secret_key, [run.output])
+    record(record_property, scenario="SIGKILL to a download job, then the next run",
+           area=SIGNALS, run=run, promise=promise)  # fmt: skip
+    assert run.exit_code == 0
+    assert_promise_kept(promise)
+    assert (output / SLOW_NAME).exists()
+
+
+# --- the whole workflow: snakemake and ghga-tasks download -----------------------------------
+
+
+def project(tmp_path: Path, user_keys, name: str = "project") -> Path:
+    workdir = tmp_path / name
+    workdir.mkdir()
+    shutil.copy(user_keys.public_key_path, workdir / "key.pub")
+    shutil.copy(user_keys.secret_key_path, workdir / "key.sec")
+    return workdir
+
+
+SNAKEMAKE_CONFIG = ["part_size=65536", "read_timeout=2", "range_retries=2"]
+
+
+def start_snakemake(sandbox: Sandbox, workdir: Path, *config: str) -> subprocess.Popen[str]:
+    """``snakemake --cores 1`` in its own process group, as a shell starts it."""
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        "--configfile", str(REPO / "config/config.yaml"), "--directory", str(workdir),
+        "--cores", "1", "--config", *SNAKEMAKE_CONFIG, *config,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        command, env=environment(sandbox), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+def start_cli_download(sandbox: Sandbox, workdir: Path) -> subprocess.Popen[str]:
+    (workdir / "ghga.yaml").write_text(
+        "output_dir: downloads\nuser_public_key: key.pub\npart_size: 65536\nread_timeout: 2\n"
+    )
+    return subprocess.Popen(
+        [str(BIN / "ghga-tasks"), "download", "--yes", "--config-file", "ghga.yaml"],
+        cwd=workdir, env=environment(sandbox), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+@pytest.mark.snakemake
+@pytest.mark.parametrize(
+    ("runner", "signum"),
+    [
+        ("snakemake", signal.SIGINT),  # Ctrl-C in the terminal: the whole process group
+        ("snakemake", signal.SIGTERM),  # kill -- -PGID, or a cluster ending the session
+        ("ghga-tasks download", signal.SIGINT),
+    ],
+    ids=["snakemake-SIGINT", "snakemake-SIGTERM", "cli-SIGINT"],
+)
+def test_workflow_stopped_by_a_signal_keeps_finished_files_only(
+    runner, signum, sandbox_factory, user_keys, tmp_path, record_property
+) -> None:
+    sandbox = slowed(sandbox_factory(FILES))
+    workdir = project(tmp_path, user_keys)
+    start = start_snakemake if runner == "snakemake" else start_cli_download
+    process = start(sandbox, workdir)
+    output = workdir / "downloads"
+    wait_for(output / f"{SLOW_NAME}.part", process)
+    os.killpg(process.pid, signum)
+    run = finish(process)
+    promise = check_promise(output, sandbox, user_keys.secret_key, [run.output])
+    record(record_property, scenario=f"{signum.name} to {runner} (its process group)",
+           area=SIGNALS, run=run, promise=promise)  # fmt: skip
+    assert run.exit_code != 0
+    assert not (output / SLOW_NAME).exists()
+    assert (output / "GHGAF1.bam.c4gh").exists()  # finished before the signal: kept
+    assert_promise_kept(promise)
+
+
+@pytest.mark.snakemake
+def test_sigterm_to_snakemake_alone_lets_the_running_download_finish(
+    sandbox_factory, user_keys, tmp_path, record_property
+) -> None:
+    """Snakemake's own SIGTERM handling: no new jobs, the running one completes (so the
+    file is whole), then it stops with an error."""
+    sandbox = slowed(sandbox_factory([*FILES, SandboxFile("GHGAF3", "", size=10_000)]))
+    workdir = project(tmp_path, user_keys)
+    process = start_snakemake(sandbox, workdir)
+    output = workdir / "downloads"
+    wait_for(output / f"{SLOW_NAME}.part", process)
+    process.send_signal(signal.SIGTERM)
+    run = finish(process)
+    run.user_sees = next(
+        (line for line in run.output.splitlines() if "finishing currently running" in line),
+        run.user_sees,
+    )
+    promise = check_promise(output, sandbox, user_keys.secret_key, [run.output])
+    record(record_property, scenario="SIGTERM to snakemake alone", area=SIGNALS, run=run,
+           promise=promise)  # fmt: skip
+    assert (output / SLOW_NAME).exists()  # whole, and checked below
+    assert_promise_kept(promise)
+
+
+@pytest.mark.snakemake
+def test_orphaned_job_and_a_new_run_never_share_a_part(
+    sandbox_factory, user_keys, tmp_path, record_property
+) -> None:
+    """SIGKILL to snakemake leaves its download job running. A new run (another working
+    directory, same output directory) is not blocked by the dead run's lock, but its job
+    for the orphan's file is refused; the orphan then completes the file."""
+    sandbox = slowed(sandbox_factory(FILES))
+    output = tmp_path / "downloads"
+    first = start_snakemake(sandbox, project(tmp_path, user_keys, "first"), f"output_dir={output}")
+    wait_for(output / f"{SLOW_NAME}.part", first)
+    os.kill(first.pid, signal.SIGKILL)  # snakemake only: its job lives on as an orphan
+    first.wait(timeout=60)  # not communicate(): the orphan still holds the pipes open
+    os.killpg(first.pid, signal.SIGSTOP)  # hold the orphan mid-file while the new run goes
+    try:
+        second = start_snakemake(
+            sandbox,
+            project(tmp_path, user_keys, "second"),
+            f"output_dir={output}",
+            "skip_downloaded=true",  # GHGAF1 was finished by the first run
+        )
+        run = finish(second)
+        job_log = (output / "logs/download" / f"{SLOW_NAME}.log").read_text()
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+        for stream in (first.stdout, first.stderr):
+            if stream is not None:
+                stream.close()
+    run.user_sees = next((ln for ln in job_log.splitlines() if "Error:" in ln), run.user_sees)
+    deadline = time.monotonic() + 120
+    while (output / f"{SLOW_NAME}.part").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # the orphan finishes its file
+    promise = check_promise(output, sandbox, user_keys.secret_key, [run.output, job_log])
+    record(record_property, scenario="SIGKILL to snakemake, a new run while its job lives on",
+           area=SIGNALS, run=run, promise=promise)  # fmt: skip
+    assert run.exit_code != 0 and "still writing this file" in run.user_sees
+    assert_promise_kept(promise)
+    assert (output / SLOW_NAME).exists()  # the orphan's work, complete and correct
