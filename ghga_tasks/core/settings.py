@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +61,9 @@ class Settings:
             if getattr(self, name) < 1:
                 raise ConfigurationError(setting=name, problem="must be at least 1")
         for name in ("max_wait_time", "connect_timeout", "read_timeout"):
-            if getattr(self, name) <= 0:
-                raise ConfigurationError(setting=name, problem="must be greater than 0")
+            # `not > 0` also refuses NaN, which would make every deadline unreachable.
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigurationError(setting=name, problem="must be a number greater than 0")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
@@ -113,7 +115,7 @@ def _convert(name: str, type_name: Any, value: Any) -> Any:
     }
     try:
         return converters[str(type_name)](value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
         raise ConfigurationError(
             setting=name, problem=f"{value!r} is not a valid {type_name}"
         ) from None
