@@ -40,6 +40,7 @@ from .errors import TransferError
 log = logging.getLogger(__name__)
 
 READ_SIZE = 1024 * 1024
+MAX_RANGES = 100_000  # 16 MiB parts up to 1.6 TB; larger objects get larger parts
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
@@ -56,11 +57,17 @@ class ByteRange:
         return self.stop - self.start
 
 
-def split_ranges(size: int, *, connections: int, part_size: int) -> list[ByteRange]:
-    """Equal ranges no larger than ``part_size``, their count a multiple of ``connections``."""
+def split_ranges(
+    size: int, *, connections: int, part_size: int, max_ranges: int = MAX_RANGES
+) -> list[ByteRange]:
+    """Equal ranges no larger than ``part_size``, their count a multiple of ``connections``.
+
+    At most about ``max_ranges`` of them: for a huge object (or a tiny ``part_size``) the
+    parts grow instead, so the list never costs more than a few MB.
+    """
     if size <= 0:
         return []
-    count = max(connections, -(-size // part_size))
+    count = min(max(connections, -(-size // part_size)), max(max_ranges, connections))
     count = min(-(-count // connections) * connections, size)
     base, extra = divmod(size, count)
     ranges, start = [], 0
