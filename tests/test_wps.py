@@ -188,6 +188,15 @@ def test_wkvs_url_config_beats_env_which_beats_ghga_default() -> None:
         resolve_wkvs_url(Settings(), {"GHGA_WKVS_URL": "ftp://x"})
 
 
+def test_plain_http_wkvs_url_to_another_machine_needs_allow_http() -> None:
+    # The access token would travel unencrypted to whatever the WKVS names.
+    remote = {"GHGA_WKVS_URL": "http://wkvs.example.org/.well-known"}
+    with pytest.raises(ConfigurationError, match="allow_http") as caught:
+        resolve_wkvs_url(Settings(), remote)
+    assert caught.value.exit_code == 2
+    assert resolve_wkvs_url(Settings(allow_http=True), remote) == remote["GHGA_WKVS_URL"]
+
+
 def test_download_token_file_beats_env_and_the_prompt_comes_last(tmp_path: Path) -> None:
     from_env, from_file = f"{VALID_ID}:{VALID_SEALED}", f"{uuid.uuid4()}:{VALID_SEALED}"
     token_file = tmp_path / "token.txt"
@@ -366,6 +375,11 @@ def _wkvs_without_dcs_url(sandbox: Sandbox, settings: Settings, tmp_path: Path):
     return settings, sandbox.env()
 
 
+def _wkvs_naming_a_plain_http_dcs(sandbox: Sandbox, settings: Settings, tmp_path: Path):
+    sandbox.well_known_values.overrides["dcs_api_url"] = "http://dcs.example.org/ga4gh/drs/v1"
+    return settings, sandbox.env()
+
+
 def _wot_for_another_key(sandbox: Sandbox, settings: Settings, tmp_path: Path):
     sandbox.work_packages.claimed_user_key = bytes(range(32))
     return settings, sandbox.env()
@@ -392,6 +406,8 @@ def _every_wot_expired(sandbox: Sandbox, settings: Settings, tmp_path: Path):
         (_expired_work_package, AuthorizationError, 1, "Work package has expired"),
         # A WKVS (or a wrong wkvs_url) without one of the values we need.
         (_wkvs_without_dcs_url, ApiError, 1, "lack dcs_api_url"),
+        # A WKVS that sends WOTs to a Download API over plain http on another machine.
+        (_wkvs_naming_a_plain_http_dcs, ApiError, 1, "dcs_api_url: .* plain http"),
         # The WOT names another key than the user's key file: the envelope would be
         # unreadable for the user, so nothing is downloaded (exit 6).
         (_wot_for_another_key, PublicKeyMismatch, 6, "not the key this work package"),

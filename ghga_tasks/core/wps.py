@@ -45,7 +45,14 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .api import RETRY_STATUSES, DownloadApi, ProbeResult, error_reason, make_session
+from .api import (
+    RETRY_STATUSES,
+    DownloadApi,
+    ProbeResult,
+    error_reason,
+    insecure_url_problem,
+    make_session,
+)
 from .errors import (
     ApiError,
     AuthorizationError,
@@ -87,8 +94,10 @@ def resolve_wkvs_url(settings: Settings, environ: Mapping[str, str]) -> str:
     """The config key ``wkvs_url`` if set, else ``GHGA_WKVS_URL``, else GHGA's own."""
     setting = "wkvs_url" if settings.wkvs_url else ENV_WKVS_URL
     url = (settings.wkvs_url or environ.get(ENV_WKVS_URL, "")).strip() or DEFAULT_WKVS_URL
-    if not url.startswith(("http://", "https://")):
-        raise ConfigurationError(setting=setting, problem=f"{url!r} is not an http(s) URL")
+    # The access token goes to the URLs found there: the same https rule as for downloads.
+    problem = insecure_url_problem(url, allow_http=settings.allow_http)
+    if problem:
+        raise ConfigurationError(setting=setting, problem=problem)
     return url.rstrip("/")
 
 
@@ -195,9 +204,11 @@ class WellKnownValues:
 
 
 def fetch_well_known_values(
-    session: requests.Session, wkvs_url: str, *, timeout: Timeout
+    session: requests.Session, wkvs_url: str, *, timeout: Timeout, allow_http: bool = False
 ) -> WellKnownValues:
-    """``GET {wkvs_url}/values``: the WPS and DCS URLs and GHGA's Crypt4GH public keys."""
+    """``GET {wkvs_url}/values``: the WPS and DCS URLs and GHGA's Crypt4GH public keys.
+
+    Plain http URLs in the answer are refused unless to loopback or ``allow_http``."""
     url = f"{wkvs_url}/values"
     response = _send(session, "GET", url, timeout=timeout)
     if response.status_code != 200:
@@ -213,16 +224,19 @@ def fetch_well_known_values(
             url=url, problem=f"the well-known values lack {', '.join(missing)}; is wkvs_url right?"
         )
     return WellKnownValues(
-        wps_api_url=_url_value(body, "wps_api_url", url),
-        dcs_api_url=_url_value(body, "dcs_api_url", url),
+        wps_api_url=_url_value(body, "wps_api_url", url, allow_http),
+        dcs_api_url=_url_value(body, "dcs_api_url", url, allow_http),
         ghga_public_keys=_ghga_keys(body["crypt4gh_public_keys"], url),
     )
 
 
-def _url_value(values: dict[str, Any], name: str, url: str) -> str:
+def _url_value(values: dict[str, Any], name: str, url: str, allow_http: bool) -> str:
     value = values[name]
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        raise ApiError(url=url, problem=f"the well-known value {name} is not an http(s) URL")
+    if not isinstance(value, str):
+        raise ApiError(url=url, problem=f"the well-known value {name} is not a URL")
+    problem = insecure_url_problem(value, allow_http=allow_http)
+    if problem:
+        raise ApiError(url=url, problem=f"the well-known value {name}: {problem}")
     return value.rstrip("/")
 
 
@@ -406,8 +420,15 @@ class WorkOrderDownloadApi(DownloadApi):
         ghga_public_keys: tuple[bytes, ...] = (),
         session: requests.Session | None = None,
         timeout: Timeout = (10.0, 60.0),
+        allow_http: bool = False,
     ) -> None:
-        super().__init__(base_url, session=session, token_for=tokens.token_for, timeout=timeout)
+        super().__init__(
+            base_url,
+            session=session,
+            token_for=tokens.token_for,
+            timeout=timeout,
+            allow_http=allow_http,
+        )
         self._tokens = tokens
         self._ghga_public_keys = ghga_public_keys
 
@@ -477,7 +498,9 @@ def work_package_from_wps(
     user_public_key = read_public_key_file(settings.user_public_key)
     session = wps_session(retries=settings.range_retries)
     timeout = (settings.connect_timeout, settings.read_timeout)
-    values = fetch_well_known_values(session, resolve_wkvs_url(settings, env), timeout=timeout)
+    values = fetch_well_known_values(
+        session, resolve_wkvs_url(settings, env), timeout=timeout, allow_http=settings.allow_http
+    )
     client = WorkPackageClient(
         values.wps_api_url,
         token.work_package_id,
@@ -514,4 +537,5 @@ def work_order_download_api(work_package: WpsWorkPackage, settings: Settings) ->
         ghga_public_keys=work_package.ghga_public_keys,
         session=make_session(retries=settings.range_retries),
         timeout=(settings.connect_timeout, settings.read_timeout),
+        allow_http=settings.allow_http,
     )

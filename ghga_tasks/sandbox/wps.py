@@ -11,11 +11,11 @@ minting"): it makes a work package for a user key and returns the download token
 checking, as the real WPS does. Tests can still read everything that was handed out
 (:attr:`WorkPackageApi.issued_secrets`) to prove a client never leaks it.
 
-Faults for client tests, all off by default: WKVS values left out
-(:attr:`WellKnownValuesApi.omit`), work order tokens issued already expired
-(:meth:`WorkPackageApi.expire_next_work_order_tokens`) or claiming another user key
-(:attr:`WorkPackageApi.claimed_user_key`), files withdrawn from a package
-(:meth:`WorkPackageApi.withdraw_file`).
+Faults for client tests, all off by default: WKVS values left out or replaced
+(:attr:`WellKnownValuesApi.omit`, :attr:`~WellKnownValuesApi.overrides`), work order
+tokens issued already expired (:meth:`WorkPackageApi.expire_next_work_order_tokens`) or
+claiming another user key (:attr:`WorkPackageApi.claimed_user_key`), files withdrawn
+from a package (:meth:`WorkPackageApi.withdraw_file`).
 """
 
 from __future__ import annotations
@@ -131,6 +131,7 @@ class WellKnownValuesApi:
         self.ghga_public_keys = dict(ghga_public_keys)
         self.dcs_base_path = dcs_base_path
         self.omit: set[str] = set()  # fault: leave these values out of the answer
+        self.overrides: dict[str, Any] = {}  # fault: answer these values instead
 
     def register(self, router: Router, base_path: str = WKVS_BASE_PATH) -> None:
         router.add("GET", f"{re.escape(base_path)}/health", self.health)
@@ -152,6 +153,7 @@ class WellKnownValuesApi:
             "storage_aliases": {"HD01": f"{base_url}{OUTBOX_PATH}"},
             "storage_labels": {"HD01": "Sandbox data hub"},
         }
+        values.update(self.overrides)
         return {name: value for name, value in values.items() if name not in self.omit}
 
     def values(self, request: Request) -> Response:
