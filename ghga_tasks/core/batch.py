@@ -103,6 +103,7 @@ def download_api(work_package: WorkPackage, settings: Settings) -> DownloadApi:
         session=make_session(retries=settings.range_retries),
         token_for=lambda _file_id: token,
         timeout=(settings.connect_timeout, settings.read_timeout),
+        allow_http=settings.allow_http,
     )
 
 
