@@ -18,6 +18,7 @@ Design notes:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -35,6 +36,7 @@ SEGMENT_SIZE = 65_536
 CIPHER_OVERHEAD = 28  # 12-byte nonce + 16-byte Poly1305 tag
 CIPHER_SEGMENT_SIZE = SEGMENT_SIZE + CIPHER_OVERHEAD
 BLOCK_SEGMENTS = 16  # segments read and checked per pread: about 1 MiB
+_POSIX_FADVISE = getattr(os, "posix_fadvise", None)  # Linux and BSD, not macOS
 _PACKET_START = 16  # magic, version, packet count
 _ENCRYPTED_PART = _PACKET_START + 8  # after packet length and encryption method
 _DATA_PACKET = struct.Struct("<II32s")  # packet type 0, data method 0, session key
@@ -142,6 +144,7 @@ class FileChecker:
         if self._decryptor:
             self._decryptor.feed(memoryview(block))
         self.checked = end
+        _start_writeback(self._fd, self._offset + start, end - start)
 
     def _compare_content(self) -> None:
         assert self._decryptor is not None
@@ -163,3 +166,16 @@ class FileChecker:
     def hexdigest(self) -> str:
         """SHA-256 of the whole ``.c4gh`` file (valid once the follower has finished)."""
         return self._digest.hexdigest()
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing a checked block to disk now, in the background.
+
+    Otherwise Linux keeps a whole file of dirty pages until the final ``fsync``, which
+    then writes it all while the download waits (1.4-2 s per GiB on the benchmark
+    machine). Started early, writeback overlaps the transfer: S1 and S2 transfers took
+    7-12 % less (docs/benchmarks.md). Only advice: unsupported systems skip it.
+    """
+    if _POSIX_FADVISE is not None:
+        with contextlib.suppress(OSError):  # advice must never fail a download
+            _POSIX_FADVISE(fd, offset, length, os.POSIX_FADV_DONTNEED)
