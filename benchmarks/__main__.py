@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("crypt4gh", "ghga_tasks", "waitress"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # waitress warns whenever requests queue up, which S5's 20,000 requests make it do.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     sizes = SMOKE if args.smoke else FULL
     if args.rounds:
         sizes = Sizes(**{**sizes.__dict__, "rounds": args.rounds})
@@ -120,8 +122,10 @@ def machine() -> str:
         "snakemake": _version([sys.executable, "-m", "snakemake", "--version"]),
         "ghga-tasks": _version(["git", "-C", str(REPO), "describe", "--always", "--dirty"]),
     }
+    load = " / ".join(f"{value:.1f}" for value in os.getloadavg())
     lines = [f"- Machine: {cpu}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, "
-             f"Linux {platform.release()}, Python {platform.python_version()}"]  # fmt: skip
+             f"Linux {platform.release()}, Python {platform.python_version()}",
+             f"- Load average at the end (1 / 5 / 15 min): {load}"]  # fmt: skip
     lines += [f"- {name}: {version}" for name, version in versions.items()]
     return "\n".join(lines) + "\n"
 
