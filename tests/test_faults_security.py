@@ -175,8 +175,8 @@ def test_verbose_run_with_failures_prints_no_secret(
     """``-v`` (debug logs, tracebacks) through a retried range and a decrypt-verify
     failure: the token, keys, session keys and URL signatures never appear."""
     sandbox = sandbox_factory(BATCH)
-    sandbox.set_faults("GHGAF1", Faults(flip_byte_at=5_000, flip_times=1, drop_after_bytes=9_000,
-                                        drop_times=1))  # fmt: skip
+    sandbox.set_faults("GHGAF1", Faults(flip_byte_at=5_000, flip_times=1))  # fails: exit 5
+    retried = sandbox.set_faults("GHGAF2", Faults(drop_after_bytes=2_000, drop_times=2))
     settings = suite_settings(tmp_path, user_keys, verify=True)
     batch = Batch(sandbox, settings)
     planned = invoke(["-v", "step", "plan", "--settings", settings.to_json()], batch.env)
@@ -191,7 +191,7 @@ def test_verbose_run_with_failures_prints_no_secret(
     record(record_property, scenario="verbose logs (-v) through failures and retries",
            area=SECURITY, run=run, promise=promise)  # fmt: skip
     assert "Traceback" in output  # the verbose error path really ran
-    assert run.exit_code == 5
+    assert run.exit_code == 5 and retried.counts["drop"] > 0 and runs[1].exit_code == 0
     assert_promise_kept(promise)
 
 
@@ -205,3 +205,23 @@ def test_sandbox_listens_on_loopback_only(sandbox_factory, user_keys, tmp_path, 
     record(record_property, scenario="the sandbox's default address", area=SECURITY, run=run,
            promise=promise)  # fmt: skip
     assert host == "127.0.0.1"
+
+
+@pytest.mark.parametrize("allow_http", [False, True])
+def test_allow_http_is_the_only_way_to_plain_http_on_the_network(
+    allow_http: bool, sandbox_factory, user_keys, tmp_path
+) -> None:
+    """The setting reaches the Download API client of an env work package."""
+    from conftest import package_of
+
+    from ghga_tasks.core.batch import download_api
+    from ghga_tasks.core.errors import ConfigurationError
+
+    sandbox = sandbox_factory(BATCH)
+    package = package_of(sandbox, GHGA_DOWNLOAD_API_URL=f"{NOT_LOOPBACK}/ga4gh/drs/v1")
+    settings = suite_settings(tmp_path, user_keys, allow_http=allow_http)
+    if allow_http:
+        assert download_api(package, settings).base_url.startswith(NOT_LOOPBACK)
+    else:
+        with pytest.raises(ConfigurationError, match="allow_http"):
+            download_api(package, settings)

@@ -121,41 +121,46 @@ def download_file(
         raise OutputExists(path=str(target.final))
     private_key = private_key_for_verify(settings, work_package)  # fail before waiting
     staged, waited = wait_until_staged(api, spec.file_id, max_wait_time=settings.max_wait_time)
-    if waited >= 0.5:
+    if waited:
         log.info("%s: waited %.0f s for staging", spec.file_id, waited)
     envelope = api.fetch_envelope(spec.file_id, ghga_public_key=work_package.ghga_public_key)
     key = session_key(envelope, private_key, file_id=spec.file_id) if private_key else None
-    urls = UrlSource(staged.url, renew=lambda: _fresh_url(api, spec.file_id))
     started = time.monotonic()
+    sha256 = _transfer(target, envelope, staged, api, settings, file_id=spec.file_id, key=key)
+    seconds = time.monotonic() - started
+    size = len(envelope) + staged.size
+    log.info(
+        "%s: downloaded %d bytes in %.1f s (%.1f MB/s) to %s%s",
+        spec.file_id, size, seconds, size / max(seconds, 1e-6) / 1e6, target.final,
+        ", decrypted and verified" if key else "",
+    )  # fmt: skip
+    return DownloadResult(
+        spec.file_id, spec.file_name, size, sha256, seconds, waited, staged.sha256,
+        started_at, time.time(),
+    )  # fmt: skip
+
+
+def _transfer(
+    target: Target,
+    envelope: bytes,
+    staged: Staged,
+    api: DownloadApi,
+    settings: Settings,
+    *,
+    file_id: str,
+    key: bytes | None,
+) -> str:
+    """Envelope + object into the locked ``.part``, checked, then the final name."""
+    urls = UrlSource(staged.url, renew=lambda: _fresh_url(api, file_id))
     size = len(envelope) + staged.size
     with PartFile(target) as part:
         ensure_free_space(target.part.parent, size)
         sha256 = write_part(
             part, envelope, staged.size, urls, settings,
-            file_id=spec.file_id, session_key=key, expected_sha256=staged.sha256,
+            file_id=file_id, session_key=key, expected_sha256=staged.sha256,
         )  # fmt: skip
-        finalize_part(part, expected_size=size, file_id=spec.file_id, overwrite=settings.overwrite)
-    seconds = time.monotonic() - started
-    log.info(
-        "%s: downloaded %d bytes in %.1f s (%.1f MB/s) to %s%s",
-        spec.file_id,
-        size,
-        seconds,
-        size / max(seconds, 1e-6) / 1e6,
-        target.final,
-        ", decrypted and verified" if key else "",
-    )
-    return DownloadResult(
-        spec.file_id,
-        spec.file_name,
-        size,
-        sha256,
-        seconds,
-        waited,
-        staged.sha256,
-        started_at,
-        time.time(),
-    )
+        finalize_part(part, expected_size=size, file_id=file_id, overwrite=settings.overwrite)
+    return sha256
 
 
 def _fresh_url(api: DownloadApi, file_id: str) -> str:
