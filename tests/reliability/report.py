@@ -2,6 +2,7 @@
 
     python tests/reliability/report.py                  # run the suite, then write the page
     python tests/reliability/report.py --junitxml F     # from an existing pytest --junitxml
+                                                        # (run with -o junit_family=xunit1)
 
 Every scenario test records its figures with ``record_property`` (see ``scenario.py``);
 this script only reads them back, adds them up and lays them out. Nothing in the tables
@@ -60,7 +61,7 @@ class Result:
 def run_suite(junit: Path) -> int:
     """The suite, as CI runs it, with results in ``junit``; returns pytest's exit code."""
     command = [sys.executable, "-m", "pytest", *SUITE, "-q", "-p", "no:cacheprovider",
-               f"--junitxml={junit}"]  # fmt: skip
+               "-o", "junit_family=xunit1", f"--junitxml={junit}"]  # fmt: skip
     return subprocess.run(command, cwd=REPO).returncode
 
 
