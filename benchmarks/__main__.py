@@ -16,7 +16,7 @@ from pathlib import Path
 from .competitors import CONNECTOR_VERSION, OFFICIAL, REPO, connector_venv
 from .harness import SANDBOX_ROOTS, Context
 from .objectserver import ObjectServer
-from .report import markdown_table, write_csv, write_plot
+from .report import markdown_table, read_csv, write_csv, write_plot
 from .results import Row
 from .scenarios import ALL_COMPETITORS, FULL, SCENARIOS, SMOKE, SMOKE_COMPETITORS, Sizes
 
@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/ghga-tasks-bench"),
                         help="scratch space for objects and downloads (needs ~14 GiB)")  # fmt: skip
+    parser.add_argument("--replot", action="store_true",
+                        help="only redraw results.png from results.csv")  # fmt: skip
     parser.add_argument("--no-official", action="store_true",
                         help=f"skip the official ghga-connector {CONNECTOR_VERSION}")  # fmt: skip
     return parser.parse_args(argv)
@@ -47,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds:
         sizes = Sizes(**{**sizes.__dict__, "rounds": args.rounds})
     out = args.out or (args.workdir / "results" if args.smoke else REPO / "benchmarks" / "results")
+    if args.replot:
+        rows = read_csv(out / "results.csv")
+        write_plot(rows, out / "results.png")
+        print(markdown_table(rows))
+        return 0
     chosen = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     unknown = set(chosen) - set(SCENARIOS)
     if unknown:

@@ -29,6 +29,24 @@ def write_csv(rows: list[Row], path: Path) -> None:
             )  # fmt: skip
 
 
+def read_csv(path: Path) -> list[Row]:
+    """Rows back from ``results.csv`` (to redraw the plot without measuring again)."""
+    with path.open(newline="") as stream:
+        return [_row(record) for record in csv.DictReader(stream)]
+
+
+def _row(record: dict[str, str]) -> Row:
+    number = lambda text: float(text) if text else None  # noqa: E731
+    return Row(
+        record["scenario"], record["competitor"], record["metric"], record["unit"],
+        values=[float(v) for v in record["values"].split()], ratio=number(record["ratio"]),
+        baseline=record["baseline"], target=record["target"],
+        met={"yes": True, "no": False}.get(record["met"]),
+        peak_rss_mib=number(record["peak_rss_mib"]), tree_rss_mib=number(record["tree_rss_mib"]),
+        note=record["note"],
+    )  # fmt: skip
+
+
 def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.4g}"
 
@@ -60,9 +78,14 @@ def write_plot(rows: list[Row], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     scenarios = list(dict.fromkeys(row.scenario for row in rows))
-    columns = 3
+    columns = 2
     lines = -(-len(scenarios) // columns)
-    figure, axes = plt.subplots(lines, columns, figsize=(15, 4.2 * lines), squeeze=False)
+    figure, axes = plt.subplots(lines, columns, figsize=(16, 3.6 * lines), squeeze=False)
+    figure.suptitle(
+        "Medians per competitor; (n x) = ratio to the scenario's baseline; "
+        "red = misses the issue's target",
+        fontsize=11,
+    )
     for axis, scenario in zip(axes.flat, scenarios, strict=False):
         _panel(axis, [row for row in rows if row.scenario == scenario], scenario)
     for axis in list(axes.flat)[len(scenarios) :]:
@@ -86,4 +109,4 @@ def _panel(axis: object, rows: list[Row], scenario: str) -> None:
     unit = rows[0].unit if rows else ""
     axis.set_title(f"{scenario} ({rows[0].metric if rows else ''}, {unit})", fontsize=10)  # type: ignore[attr-defined]
     axis.invert_yaxis()  # type: ignore[attr-defined]
-    axis.margins(x=0.45)  # type: ignore[attr-defined]
+    axis.margins(x=0.35)  # type: ignore[attr-defined]
