@@ -18,10 +18,10 @@ from typing import BinaryIO
 
 import pandas as pd
 from crypt4gh import lib
-from crypt4gh.keys import get_private_key
 
-from .errors import ConfigurationError, IntegrityError, OutputExists
+from .errors import IntegrityError, OutputExists
 from .plan import PLAN_FILE
+from .tokens import read_private_key
 from .work_package import C4GH_SUFFIX, PART_SUFFIX
 
 log = logging.getLogger(__name__)
@@ -39,14 +39,7 @@ class DecryptResult:
 
 def load_private_key(path: Path, ask_passphrase: Callable[[], str]) -> bytes:
     """Read a Crypt4GH private key; ``ask_passphrase`` is only called for a locked key."""
-    if not path.is_file():
-        raise ConfigurationError(setting="private key", problem=f"no key file at {path}")
-    try:
-        return bytes(get_private_key(str(path), ask_passphrase))
-    except (ValueError, NotImplementedError) as error:
-        raise ConfigurationError(
-            setting="private key", problem=f"cannot read {path} ({error or 'wrong passphrase?'})"
-        ) from None
+    return read_private_key(path, ask_passphrase, setting="private key")
 
 
 def known_checksums(input_dir: Path) -> dict[str, str]:
