@@ -547,6 +547,9 @@ def test_env_describes_the_work_package(sandbox: Sandbox, user_keys: UserKeys) -
         "GHGA_USER_ID": sandbox.user_id,
         "GHGA_USER_PUBLIC_KEY": base64.b64encode(user_keys.public_key).decode(),
         "GHGA_PUBLIC_KEY": base64.b64encode(sandbox.ghga_public_key).decode(),
+        # The same work package through GHGA's own APIs (work_package_source: wps).
+        "GHGA_WKVS_URL": sandbox.wkvs_url,
+        "GHGA_DOWNLOAD_TOKEN": sandbox.download_token,
     }
     assert len(base64.b64decode(env["GHGA_PUBLIC_KEY"])) == 32
 
