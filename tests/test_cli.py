@@ -280,3 +280,19 @@ def test_decrypt_asks_for_the_passphrase_of_a_protected_key(sandbox_factory, pro
     assert right.returncode == 0, right.output
     assert "open sesame" not in right.output  # the prompt hides what is typed
     assert (project / "plain/GHGAF2").read_bytes() == sandbox.plaintext_path("GHGAF2").read_bytes()
+
+
+def test_plan_asks_for_the_download_token_with_a_hidden_prompt(
+    sandbox_factory, project, monkeypatch
+):
+    sandbox = sandbox_factory(BATCH[:1])
+    write_config(project, {"work_package_source": "wps", "user_private_key": "key.sec"})
+    env = {k: v for k, v in sandbox.env().items() if k != "GHGA_DOWNLOAD_TOKEN"}
+    monkeypatch.delenv("GHGA_DOWNLOAD_TOKEN", raising=False)
+    monkeypatch.setattr(download_module, "stdin_is_interactive", lambda: True)
+    result = CliRunner().invoke(
+        main, ["plan", "--config-file", "ghga.yaml"], input=sandbox.download_token + "\n", env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "GHGAF1.bam.c4gh" in result.output and "staged" in result.output
+    assert sandbox.download_token not in result.output  # hidden, never echoed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from ghga_tasks.core import batch
 from ghga_tasks.core.errors import Cancelled, GhgaTasksError
 from ghga_tasks.core.plan import PlanEntry, Status
 from ghga_tasks.core.settings import Settings
+from ghga_tasks.core.wps import ENV_DOWNLOAD_TOKEN, download_token_from
 
 from .options import build_settings
 from .progress import ProgressWatcher, human_bytes
@@ -34,6 +36,23 @@ output_dir_option = click.option(
 def stdin_is_interactive() -> bool:
     """Whether a person can answer a prompt (tests replace this)."""
     return sys.stdin.isatty()
+
+
+def ensure_download_token(settings: Settings) -> None:
+    """``wps`` only: without a token file or ``GHGA_DOWNLOAD_TOKEN``, ask for the token with
+    a hidden prompt. It goes into this process's environment, never onto a command line,
+    so the workflow's jobs inherit it."""
+    configured = settings.download_token_file or os.environ.get(ENV_DOWNLOAD_TOKEN, "").strip()
+    if settings.work_package_source != "wps" or configured or not stdin_is_interactive():
+        return  # without a terminal, loading the work package names what is missing
+    token = download_token_from(
+        settings,
+        {},
+        ask=lambda: str(
+            click.prompt("Paste the download token from the GHGA data portal", hide_input=True)
+        ),
+    )
+    os.environ[ENV_DOWNLOAD_TOKEN] = f"{token.work_package_id}:{token.sealed_access_token}"
 
 
 def ask_skip(entries: list[PlanEntry], status: Status, preset: bool, flag: str) -> bool:
@@ -128,6 +147,7 @@ def download_batch(
     verbose: bool,
 ) -> None:
     """Plan, settle the skip questions (asking where no answer was given), download."""
+    ensure_download_token(settings)
     entries = batch.plan_batch(settings)
     settings = dataclasses.replace(
         settings,
@@ -183,4 +203,5 @@ def _job_error(output_dir: Path) -> GhgaTasksError | None:
 def plan(output_dir: Path | None, config_file: Path | None) -> None:
     """Probe every file (this starts staging) and show the plan; downloads nothing."""
     settings = build_settings(config_file, output_dir=output_dir)
+    ensure_download_token(settings)
     show_plan(batch.plan_batch(settings), settings.output_dir)
