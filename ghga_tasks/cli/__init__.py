@@ -7,6 +7,7 @@ adds the traceback for people debugging. Ctrl-C exits with 130.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from typing import Any
@@ -14,11 +15,6 @@ from typing import Any
 import click
 
 from ghga_tasks.core.errors import GhgaTasksError
-
-from .decrypt import decrypt
-from .download import download, plan
-from .sandbox import demo, sandbox
-from .steps import step
 
 log = logging.getLogger("ghga_tasks")
 
@@ -38,8 +34,32 @@ def configure_logging(level: int) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# Each command's module is imported only when that command runs: the download command
+# pulls in pandas and Snakemake, the sandbox a web server and JWT; a workflow step needs
+# none of them, and start-up is paid per step process.
+COMMANDS = {
+    "download": "download:download",
+    "plan": "download:plan",
+    "decrypt": "decrypt:decrypt",
+    "sandbox": "sandbox:sandbox",
+    "demo": "sandbox:demo",
+    "step": "steps:step",
+}
+
+
 class ErrorHandlingGroup(click.Group):
-    """Turns our errors into one line and an exit code instead of a traceback."""
+    """Turns our errors into one line and an exit code instead of a traceback, and
+    imports each command on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, name = COMMANDS[cmd_name].split(":")
+        command: click.Command = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -66,7 +86,3 @@ def main(ctx: click.Context, verbose: bool) -> None:
     # get our own output plus warnings, and everything with -v.
     quiet = logging.INFO if ctx.invoked_subcommand == "step" else logging.WARNING
     configure_logging(logging.DEBUG if verbose else quiet)
-
-
-for command in (download, plan, decrypt, sandbox, demo, step):
-    main.add_command(command)

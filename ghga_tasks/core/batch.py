@@ -16,9 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .api import DownloadApi, make_session
 from .download import DownloadResult, download_file, file_sha256
@@ -28,6 +26,9 @@ from .plan import PLAN_FILE, PlanEntry, Status, plan_downloads, read_plan, write
 from .settings import Settings
 from .work_package import FileSpec, WorkPackage, work_package_from_env
 from .wps import WpsWorkPackage, work_order_download_api, work_package_from_wps
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,8 @@ def _spec_in_package(work_package: WorkPackage, entry: PlanEntry) -> FileSpec:
 
 def write_report(output_dir: Path) -> pd.DataFrame:
     """One row per planned file, in plan order, from the result records."""
+    import pandas as pd  # here: the download jobs that import this module never need it
+
     rows = [_report_row(output_dir, entry) for entry in read_plan(plan_path(output_dir))]
     frame = pd.DataFrame(rows, columns=REPORT_COLUMNS)
     path = output_dir / REPORT_FILE
