@@ -2,8 +2,9 @@
 
 Promise: the file being written when the signal came has no final file and no ``.part``
 once the process is gone; files finished before it stay; after a SIGKILL, the ``.part``
-it leaves is replaced by the next run. Real processes throughout: ``ghga-tasks step
-download`` as a Snakemake job runs it, ``snakemake`` itself, and ``ghga-tasks download``.
+it leaves is replaced by the next run. Real processes throughout: ``snakemake`` itself
+(whose download jobs are threads), ``ghga-tasks step download`` as a cluster job runs it,
+and ``ghga-tasks download``.
 
 The interrupted file is slowed down on the sandbox (0.2 s per request, 32 ranges), and
 the signal comes once its ``.part`` exists.
@@ -206,11 +207,11 @@ def test_workflow_stopped_by_a_signal_keeps_finished_files_only(
 
 
 @pytest.mark.snakemake
-def test_sigterm_to_snakemake_alone_lets_the_running_download_finish(
+def test_sigterm_to_snakemake_alone_stops_the_running_download(
     sandbox_factory, user_keys, tmp_path, record_property
 ) -> None:
-    """Snakemake's own SIGTERM handling: no new jobs, the running one completes (so the
-    file is whole), then it stops with an error."""
+    """``kill PID`` of snakemake alone: the download running in it (a thread) stops and
+    removes its ``.part``, no new job starts, and snakemake ends with an error."""
     sandbox = slowed(sandbox_factory([*FILES, SandboxFile("GHGAF3", "", size=10_000)]))
     workdir = project(tmp_path, user_keys)
     process = start_snakemake(sandbox, workdir)
@@ -218,27 +219,58 @@ def test_sigterm_to_snakemake_alone_lets_the_running_download_finish(
     wait_for(output / f"{SLOW_NAME}.part", process)
     process.send_signal(signal.SIGTERM)
     run = finish(process)
-    run.user_sees = next(
-        (line for line in run.output.splitlines() if "finishing currently running" in line),
-        run.user_sees,
-    )
-    promise = check_promise(output, sandbox, user_keys.secret_key, [run.output])
+    job_log = (output / "logs/download" / f"{SLOW_NAME}.log").read_text()
+    run.user_sees = next((ln for ln in job_log.splitlines() if "Error:" in ln), run.user_sees)
+    promise = check_promise(output, sandbox, user_keys.secret_key, [run.output, job_log])
     record(record_property, scenario="SIGTERM to snakemake alone", area=SIGNALS, run=run,
            promise=promise)  # fmt: skip
-    assert (output / SLOW_NAME).exists()  # whole, and checked below
+    assert run.exit_code != 0
+    assert "interrupted: no partial file was kept" in run.user_sees
+    assert not (output / SLOW_NAME).exists()
+    assert not (output / "GHGAF3.c4gh").exists()  # planned after it: never started
+    assert (output / "GHGAF1.bam.c4gh").exists()
     assert_promise_kept(promise)
+
+
+@pytest.mark.snakemake
+def test_part_left_by_a_sigkilled_snakemake_is_replaced_by_the_next_run(
+    sandbox_factory, user_keys, tmp_path, record_property
+) -> None:
+    """The download is a thread of snakemake: SIGKILL ends both mid-file and leaves the
+    ``.part``. The next run (a new working directory: the dead one's Snakemake lock stays)
+    replaces it and completes the file."""
+    sandbox = slowed(sandbox_factory(FILES))
+    output = tmp_path / "downloads"
+    first = start_snakemake(sandbox, project(tmp_path, user_keys, "first"), f"output_dir={output}")
+    wait_for(output / f"{SLOW_NAME}.part", first)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate(timeout=60)
+    assert (output / f"{SLOW_NAME}.part").exists()  # what a SIGKILL leaves
+    sandbox.clear_faults()
+    second = project(tmp_path, user_keys, "second")
+    run = finish(start_snakemake(sandbox, second, f"output_dir={output}", "skip_downloaded=true"))
+    promise = check_promise(output, sandbox, user_keys.secret_key, [run.output])
+    record(record_property, scenario="SIGKILL to snakemake mid-file, then the next run",
+           area=SIGNALS, run=run, promise=promise)  # fmt: skip
+    assert run.exit_code == 0, run.output[-3000:]
+    assert_promise_kept(promise)
+    assert (output / SLOW_NAME).exists()
 
 
 @pytest.mark.snakemake
 def test_orphaned_job_and_a_new_run_never_share_a_part(
     sandbox_factory, user_keys, tmp_path, record_property
 ) -> None:
-    """SIGKILL to snakemake leaves its download job running. A new run (another working
-    directory, same output directory) is not blocked by the dead run's lock, but its job
-    for the orphan's file is refused; the orphan then completes the file."""
+    """Download jobs as their own processes (``downloads_on_cluster``, as a cluster
+    executor runs them): SIGKILL to snakemake leaves its download job running. A new run
+    (another working directory, same output directory) is not blocked by the dead run's
+    lock, but its job for the orphan's file is refused; the orphan then completes it."""
     sandbox = slowed(sandbox_factory(FILES))
     output = tmp_path / "downloads"
-    first = start_snakemake(sandbox, project(tmp_path, user_keys, "first"), f"output_dir={output}")
+    first = start_snakemake(
+        sandbox, project(tmp_path, user_keys, "first"), f"output_dir={output}",
+        "downloads_on_cluster=true",
+    )  # fmt: skip
     wait_for(output / f"{SLOW_NAME}.part", first)
     os.kill(first.pid, signal.SIGKILL)  # snakemake only: its job lives on as an orphan
     first.wait(timeout=60)  # not communicate(): the orphan still holds the pipes open
@@ -248,6 +280,7 @@ def test_orphaned_job_and_a_new_run_never_share_a_part(
             sandbox,
             project(tmp_path, user_keys, "second"),
             f"output_dir={output}",
+            "downloads_on_cluster=true",
             "skip_downloaded=true",  # GHGAF1 was finished by the first run
         )
         run = finish(second)

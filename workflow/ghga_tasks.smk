@@ -15,6 +15,10 @@ include: "rules/download.smk"
 # Snakemake's own lock does not cover) or ghga-tasks download is refused before any job.
 onstart:
     hold_run_lock(SETTINGS.output_dir)
+    # Download jobs are threads here, which signals never reach: Ctrl-C and SIGTERM
+    # first ask them to stop (each removes its .part), then reach Snakemake as before.
+    shutdown.stop_on_signals()
+    warn_unless_jobs_in_threads(workflow)
 
 
 # Never two downloads at once, whatever --cores or the executor allows: one file uses

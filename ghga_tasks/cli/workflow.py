@@ -57,6 +57,7 @@ def run_workflow(
     from snakemake.settings.types import (
         ConfigSettings,
         DAGSettings,
+        ExecutionSettings,
         OutputSettings,
         ResourceSettings,
         SchedulingSettings,
@@ -81,6 +82,8 @@ def run_workflow(
                 )
             )
             dag.execute_workflow(
+                # Same as profiles/default: download jobs are threads, not processes.
+                execution_settings=ExecutionSettings(use_threads=True),
                 scheduling_settings=SchedulingSettings(scheduler="greedy"),
                 scheduler_settings=GreedySchedulerSettings(),
             )

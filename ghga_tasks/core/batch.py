@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -135,25 +135,49 @@ def load_settings(path: Path) -> Settings:
 
 
 def download_one(
-    settings: Settings, file_name: str, environ: Mapping[str, str] | None = None
+    settings: Settings,
+    file_name: str,
+    environ: Mapping[str, str] | None = None,
+    *,
+    opened: OpenWorkPackage | None = None,
 ) -> DownloadResult:
-    """Download the planned file ``file_name`` and record the result (or the failure)."""
+    """Download the planned file ``file_name`` and record the result (or the failure).
+
+    ``opened``: the work package and its Download API client from an earlier job of this
+    process (see ``jobs``); by default they are loaded for this file alone.
+    """
     failure_path(settings.output_dir, file_name).unlink(missing_ok=True)
     try:
-        return _download_and_record(settings, file_name, environ)
+        return _download_and_record(
+            settings, file_name, opened or open_work_package(settings, environ)
+        )
     except GhgaTasksError as error:
         record_failure(settings.output_dir, file_name, error)
         raise
 
 
+@dataclass(frozen=True)
+class OpenWorkPackage:
+    """A loaded work package whose archive key matched the user's, and its API client."""
+
+    work_package: WorkPackage
+    api: DownloadApi
+
+
+def open_work_package(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> OpenWorkPackage:
+    work_package = load_work_package(settings, environ)
+    check_public_key(settings.user_public_key, work_package.user_public_key)
+    return OpenWorkPackage(work_package, download_api(work_package, settings))
+
+
 def _download_and_record(
-    settings: Settings, file_name: str, environ: Mapping[str, str] | None
+    settings: Settings, file_name: str, opened: OpenWorkPackage
 ) -> DownloadResult:
     entry = _planned_entry(settings.output_dir, file_name)
-    work_package = load_work_package(settings, environ)
-    spec = _spec_in_package(work_package, entry)
-    check_public_key(settings.user_public_key, work_package.user_public_key)
-    result = download_file(spec, work_package, settings, download_api(work_package, settings))
+    spec = _spec_in_package(opened.work_package, entry)
+    result = download_file(spec, opened.work_package, settings, opened.api)
     record = result_path(settings.output_dir, file_name)
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(asdict(result), indent=2) + "\n")

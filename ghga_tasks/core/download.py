@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from . import shutdown
 from .api import DownloadApi, Staged, Staging, Unavailable, make_session
 from .errors import (
     ApiError,
@@ -83,7 +84,7 @@ def wait_until_staged(
     *,
     max_wait_time: float,
     clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = shutdown.sleep,
 ) -> tuple[Staged, float]:
     """Probe until the file is staged, honouring Retry-After; return it and the wait."""
     start = clock()

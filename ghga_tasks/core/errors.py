@@ -13,7 +13,8 @@
     │   └── OutputLocked                exit 1   another run or job is writing there
     ├── ApiError                        exit 1   the Download API answered something unusable
     │   └── AuthorizationError          exit 1   401/403 from the Download API
-    └── TransferError                   exit 1   the object store did not deliver the bytes
+    ├── TransferError                   exit 1   the object store did not deliver the bytes
+    └── Interrupted                     exit 130 Ctrl-C or SIGTERM stopped a download thread
 
 Each error takes keyword-only context and builds its own one-line message, so the
 CLI can print ``Error: <message>`` and Snakemake logs show the same line.
@@ -151,3 +152,16 @@ class TransferError(GhgaTasksError):
         self.file_id = file_id
         self.problem = problem
         super().__init__(f"{file_id}: download failed: {problem}")
+
+
+class Interrupted(GhgaTasksError):
+    """A stop request (Ctrl-C, SIGTERM) ended a download running in a thread.
+
+    Raised instead of ``KeyboardInterrupt`` there: Snakemake ignores a job thread's
+    ``KeyboardInterrupt`` and would wait for that job forever.
+    """
+
+    exit_code = 130
+
+    def __init__(self) -> None:
+        super().__init__("interrupted: no partial file was kept")

@@ -161,11 +161,29 @@ def read_plan(path: Path) -> list[PlanEntry]:
     job (``download_priority``), and parsing 10,000 rows 10,000 times took half an hour
     (benchmark S5). ``write_plan`` replaces the file, so a new plan has a new inode.
     """
+    return list(_parse_plan(*_version(path)))
+
+
+def download_ranks(path: Path) -> dict[str, int]:
+    """Snakemake priorities in plan order: the first file to download ranks highest.
+
+    Built once per version of the plan, like the rows: every download job asks.
+    """
+    return _ranks(*_version(path))
+
+
+def _version(path: Path) -> tuple[str, int, int, int]:
     try:
         stat = path.stat()
     except OSError as error:
         raise ConfigurationError(setting=str(path), problem=f"unreadable plan ({error})") from None
-    return list(_parse_plan(str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size))
+    return str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=4)
+def _ranks(path: str, inode: int, mtime_ns: int, size: int) -> dict[str, int]:
+    names = [e.file_name for e in _parse_plan(path, inode, mtime_ns, size) if e.to_download]
+    return {name: len(names) - index for index, name in enumerate(names)}
 
 
 @functools.lru_cache(maxsize=4)

@@ -35,11 +35,13 @@ from dataclasses import dataclass
 
 import requests
 
+from . import shutdown
 from .errors import TransferError
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 1024 * 1024
+STOP_POLL_SECONDS = 0.1  # how soon a download in a thread notices a stop request
 MAX_RANGES = 100_000  # 16 MiB parts up to 1.6 TB; larger objects get larger parts
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -442,8 +444,13 @@ def download_ranges(
 
 
 def _raise_first_failure(futures: list[Future[None]]) -> None:
-    done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
-    for future in done:
-        error = future.exception()
-        if error is not None:
-            raise error
+    """Wait for every range; raise the first failure, or ``KeyboardInterrupt`` as soon as
+    a stop is requested (this may be a worker thread, which no signal reaches)."""
+    pending = set(futures)
+    while pending:
+        shutdown.check()
+        done, pending = wait(pending, timeout=STOP_POLL_SECONDS, return_when=FIRST_EXCEPTION)
+        for future in done:
+            error = future.exception()
+            if error is not None:
+                raise error

@@ -3,11 +3,12 @@
 
 from pathlib import Path
 
-from ghga_tasks.core import batch
+from ghga_tasks.core import batch, jobs, shutdown
 from ghga_tasks.core.locks import hold_run_lock
-from ghga_tasks.core.plan import read_plan
+from ghga_tasks.core.plan import download_ranks, read_plan
 from ghga_tasks.core.settings import Settings, normalize_config
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 # `--config skip_unavailable=true` arrives as the string "true": normalise before checking.
@@ -51,10 +52,17 @@ def download_priority(wildcards):
     plan = batch.plan_path(SETTINGS.output_dir)
     if not plan.exists():
         return 0
-    names = [e.file_name for e in read_plan(plan) if e.to_download]
-    if wildcards.file_name not in names:
-        return 0
-    return len(names) - names.index(wildcards.file_name)
+    return download_ranks(plan).get(wildcards.file_name, 0)
+
+
+def warn_unless_jobs_in_threads(workflow):
+    """Without --force-use-threads Snakemake starts a new Snakemake process for every
+    download job (seconds per file): say how to avoid it."""
+    if not workflow.use_threads:
+        logger.warning(
+            "ghga-tasks: each download job starts its own Snakemake process (slow for many "
+            "files); run with --force-use-threads, as profiles/default does."
+        )
 
 
 def directory_of_plan(wildcards, input):
