@@ -67,9 +67,9 @@ def job_log(path: Path) -> Iterator[None]:
         # Snakemake prints the message with the traceback: ours says nothing to a user.
         raise error.with_traceback(None) from None
     except KeyboardInterrupt:
-        error = Interrupted()
-        log.error("Error: %s", error)
-        raise error from None
+        interrupted = Interrupted()
+        log.error("Error: %s", interrupted)
+        raise interrupted from None
     finally:
         log.removeHandler(handler)
         handler.close()
