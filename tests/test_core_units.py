@@ -20,7 +20,7 @@ from ghga_tasks.core.envelope import check_envelope, decode_envelope_body
 from ghga_tasks.core.errors import ConfigurationError, EnvelopeRejected
 from ghga_tasks.core.plan import Status, classify, order_entries, read_plan, write_plan
 from ghga_tasks.core.settings import Settings, normalize_config
-from ghga_tasks.core.transfer import split_ranges
+from ghga_tasks.core.transfer import MIN_RANGE, split_ranges
 from ghga_tasks.core.work_package import FileSpec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,8 +31,10 @@ REPO = Path(__file__).resolve().parent.parent
     [
         (1, 4, 16),  # smaller than the connection count
         (100, 4, 16),  # several waves
-        (1000, 3, 1000),  # one part would do, but every connection gets work
+        (1000, 3, 1000),  # one part: no range is smaller than part_size
         (65_564 * 7 + 5, 4, 65_536),  # odd size
+        (3 * 1024 * 1024, 4, 16 * 1024 * 1024),  # small: no range under 1 MiB
+        (64 * 1024, 4, 16 * 1024 * 1024),  # one range, no connection threads
     ],
 )
 def test_ranges_cover_the_object_exactly_and_evenly(
@@ -44,7 +46,8 @@ def test_ranges_cover_the_object_exactly_and_evenly(
     lengths = [len(r) for r in ranges]
     assert max(lengths) - min(lengths) <= 1
     assert max(lengths) <= max(part_size, -(-size // len(ranges)))
-    assert len(ranges) % connections == 0 or len(ranges) == size
+    assert len(ranges) % connections == 0 or max(lengths) <= min(part_size, MIN_RANGE) * 2
+    assert min(lengths) >= min(part_size, MIN_RANGE, size)
 
 
 def test_empty_object_has_no_ranges() -> None:

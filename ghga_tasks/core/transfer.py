@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 READ_SIZE = 1024 * 1024
 STOP_POLL_SECONDS = 0.1  # how soon a download in a thread notices a stop request
+MIN_RANGE = 1024 * 1024  # smallest range worth its own request (unless part_size is smaller)
 MAX_RANGES = 100_000  # 16 MiB parts up to 1.6 TB; larger objects get larger parts
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -64,13 +65,17 @@ def split_ranges(
 ) -> list[ByteRange]:
     """Equal ranges no larger than ``part_size``, their count a multiple of ``connections``.
 
-    At most about ``max_ranges`` of them: for a huge object (or a tiny ``part_size``) the
-    parts grow instead, so the list never costs more than a few MB.
+    A small object gets fewer ranges than connections rather than ranges under
+    ``min(part_size, MIN_RANGE)``: below that a request costs more than it gains, and a
+    single range needs no connection threads at all. At most about ``max_ranges`` of
+    them: for a huge object (or a tiny ``part_size``) the parts grow instead, so the list
+    never costs more than a few MB.
     """
     if size <= 0:
         return []
     count = min(max(connections, -(-size // part_size)), max(max_ranges, connections))
     count = min(-(-count // connections) * connections, size)
+    count = min(count, max(1, size // min(part_size, MIN_RANGE)))
     base, extra = divmod(size, count)
     ranges, start = [], 0
     for index in range(count):
@@ -422,7 +427,18 @@ def download_ranges(
     def run(index: int, byte_range: ByteRange) -> None:
         fetch_range(RangeJob(transfer, index, byte_range, sessions.get()))
 
-    workers = plan.connections + (1 if follower else 0)
+    if len(ranges) == 1:
+        # A small object: starting threads would cost more than the transfer (benchmark
+        # S4). The range, then the follower over the complete file, in this thread.
+        try:
+            run(0, ranges[0])
+            if follower is not None:
+                follower(prefix)
+        except BaseException:
+            on_failure()
+            raise
+        return
+    workers = min(plan.connections, len(ranges)) + (1 if follower else 0)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="range") as pool:
         futures = [pool.submit(run, i, r) for i, r in enumerate(ranges)]
         if follower is not None:
