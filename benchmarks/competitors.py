@@ -122,19 +122,6 @@ def snakemake(batch: Batch, workdir: Path) -> Invocation:
     return Invocation(command, base_env(batch.env))
 
 
-def snakemake_in_process(batch: Batch, workdir: Path) -> Invocation:
-    """The prototype in ``benchmarks/inprocess``: download jobs as threads of Snakemake."""
-    config = write_config(batch, workdir)
-    command = [
-        sys.executable, "-m", "snakemake", "--cores", "1",
-        "--snakefile", str(REPO / "benchmarks" / "inprocess" / "Snakefile"),
-        "--directory", str(workdir), "--configfile", str(config),
-        "--force-use-threads", "--scheduler", "greedy", "--resources", "downloads=1",
-        "--rerun-triggers", "mtime", "params", "input",
-    ]  # fmt: skip
-    return Invocation(command, base_env(batch.env))
-
-
 def connector_venv() -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return cache / "ghga-tasks-bench" / f"ghga-connector-{CONNECTOR_VERSION}"
@@ -173,5 +160,4 @@ CURL = Competitor("curl", curl, _tool("curl"))
 ARIA2C = Competitor("aria2c -x5", aria2c, _tool("aria2c"))
 GHGA_TASKS = Competitor("ghga-tasks download", ghga_tasks_cli, lambda: "")
 SNAKEMAKE = Competitor("snakemake --cores 1", snakemake, lambda: "")
-IN_PROCESS = Competitor("snakemake, in-process jobs (prototype)", snakemake_in_process, lambda: "")
 OFFICIAL = Competitor(f"ghga-connector {CONNECTOR_VERSION}", official, _official_available)

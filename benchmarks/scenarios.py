@@ -20,7 +20,6 @@ from .competitors import (
     ARIA2C,
     CURL,
     GHGA_TASKS,
-    IN_PROCESS,
     OFFICIAL,
     REPO,
     SNAKEMAKE,
@@ -36,8 +35,8 @@ from .results import MIB, Row
 
 GIB = 1024 * MIB
 KIB = 1024
-OURS = {GHGA_TASKS.name, SNAKEMAKE.name, IN_PROCESS.name}
-WITH_ENVELOPE = {GHGA_TASKS.name, SNAKEMAKE.name, IN_PROCESS.name, OFFICIAL.name}
+OURS = {GHGA_TASKS.name, SNAKEMAKE.name}
+WITH_ENVELOPE = {GHGA_TASKS.name, SNAKEMAKE.name, OFFICIAL.name}
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,6 @@ class Sizes:
     stage_seconds: float = 5.0
     many_count: int = 1000  # S4
     many_size: int = 64 * KIB
-    many_sample: int = 20  # S4 files for competitors that start a process per file
     plan_count: int = 10_000  # S5
     huge: int = 4 * GIB  # S6
     rounds: int = 3
@@ -63,7 +61,7 @@ class Sizes:
 FULL = Sizes()
 SMOKE = Sizes(
     big=8 * MIB, rate="2m", rate_bytes=2 * MIB, capped_curl_bytes=2 * MIB, small=256 * KIB,
-    small_count=2, stage_seconds=2.0, many_count=4, many_sample=2, plan_count=20, huge=16 * MIB,
+    small_count=2, stage_seconds=2.0, many_count=4, plan_count=20, huge=16 * MIB,
     rounds=1, plan_rounds=1, many_rounds=1, staging_rounds=1,
 )  # fmt: skip
 
@@ -109,7 +107,7 @@ def s1_unlimited(ctx: Context, sizes: Sizes) -> list[Row]:
     """One big file, no rate limit: the bar is curl writing one stream to disk."""
     big, _, _ = transfer_files(sizes)
     transfer_sandbox(ctx, sizes)
-    competitors = [CURL, ARIA2C, GHGA_TASKS, SNAKEMAKE, IN_PROCESS, OFFICIAL]
+    competitors = [CURL, ARIA2C, GHGA_TASKS, SNAKEMAKE, OFFICIAL]
     outcome = run_rounds(ctx, "S1", entries(ctx, competitors, [big]))
     rows = [
         row_from("S1", c.name, outcome[c.name], "throughput", "MB/s", rate_mbs(sizes.big))
@@ -151,7 +149,7 @@ def s2_capped(ctx: Context, sizes: Sizes) -> list[Row]:
     unlimited = sandbox.archive.object_base_url
     sandbox.archive.object_base_url = ctx.objects.base_url("capped", 0)
     try:
-        competitors = [ARIA2C, GHGA_TASKS, SNAKEMAKE, IN_PROCESS, OFFICIAL]
+        competitors = [ARIA2C, GHGA_TASKS, SNAKEMAKE, OFFICIAL]
         runs = entries(ctx, competitors, [big])
         curl_entry = entries(ctx, [CURL], [big], curl_range=f"0-{sizes.capped_curl_bytes - 1}")[0]
         curl_entry = Entry(
@@ -202,7 +200,7 @@ def s3_staging(ctx: Context, sizes: Sizes, *, with_ready: bool) -> list[Row]:
     big, s3b, s3 = transfer_files(sizes)
     sandbox = transfer_sandbox(ctx, sizes)
     files = [big, *s3b] if with_ready else s3
-    competitors = [GHGA_TASKS, SNAKEMAKE, IN_PROCESS, OFFICIAL]
+    competitors = [GHGA_TASKS, SNAKEMAKE, OFFICIAL]
     outcome = run_rounds(
         ctx,
         scenario,
@@ -250,22 +248,15 @@ def s4_many_small(ctx: Context, sizes: Sizes) -> list[Row]:
         for n in range(1, sizes.many_count + 1)
     ]
     ctx.sandbox("many", files)
-    # A job process per file costs about a second: those competitors get a sample of the
-    # batch (the cost per file is flat), or S4 alone would take half an hour.
-    counts = {SNAKEMAKE.name: sizes.many_sample, GHGA_TASKS.name: sizes.many_sample}
-    competitors = [CURL, SNAKEMAKE, GHGA_TASKS, IN_PROCESS, OFFICIAL]
-    plan = [entries(ctx, [c], files[: counts.get(c.name, len(files))])[0] for c in competitors]
-    outcome = run_rounds(ctx, "S4", plan, rounds=sizes.many_rounds)
+    competitors = [CURL, SNAKEMAKE, GHGA_TASKS, OFFICIAL]
+    outcome = run_rounds(ctx, "S4", entries(ctx, competitors, files), rounds=sizes.many_rounds)
     rows = []
     for competitor in competitors:
-        count = counts.get(competitor.name, len(files))
         row = row_from(
             "S4", competitor.name, outcome[competitor.name], "per file", "ms/file",
-            partial(_ms_per_file, count=count),
+            partial(_ms_per_file, count=len(files)),
         )  # fmt: skip
-        if count != len(files):
-            row.note = "; ".join(filter(None, [f"{count} of the {len(files)} files", row.note]))
-        if competitor.name in (SNAKEMAKE.name, IN_PROCESS.name):
+        if competitor.name == SNAKEMAKE.name:
             _target(row, "≤ 20 ms/file", row.median is not None and row.median <= 20)
         rows.append(row)
     ctx.drop_sandbox("many")
@@ -291,11 +282,6 @@ def ghga_tasks_plan(batch: Any, workdir: Any) -> Invocation:
 
 
 PLAN_DAG = Competitor("snakemake: checkpoint + DAG", plan_and_dag(REPO / "Snakefile"), lambda: "")
-PLAN_DAG_CACHED = Competitor(
-    "prototype: checkpoint + DAG",
-    plan_and_dag(REPO / "benchmarks" / "inprocess" / "Snakefile"),
-    lambda: "",
-)
 PLAN_CLI = Competitor("ghga-tasks plan", ghga_tasks_plan, lambda: "")
 
 
@@ -303,14 +289,14 @@ def s5_plan(ctx: Context, sizes: Sizes) -> list[Row]:
     """The plan for many files: probing them all, then Snakemake's DAG of their jobs."""
     files = [SandboxFile(f"GHGAF{n:014d}", ".cram", 1024) for n in range(1, sizes.plan_count + 1)]
     ctx.sandbox("plan", files)
-    competitors = [PLAN_DAG, PLAN_DAG_CACHED, PLAN_CLI]
+    competitors = [PLAN_DAG, PLAN_CLI]
     plan_entries = [
         Entry(entry.competitor, entry.batch, Expect({"ghga_plan.tsv": -1}))
         for entry in entries(ctx, competitors, files)
     ]
     outcome = run_rounds(ctx, "S5", plan_entries, rounds=sizes.plan_rounds)
     rows = [row_from("S5", c.name, outcome[c.name], "time", "s", _seconds) for c in competitors]
-    for row in rows[:2]:
+    for row in rows[:1]:
         _target(row, "≤ 60 s", row.median is not None and row.median <= 60)
     rows.append(
         Row("S5", OFFICIAL.name, "time", "s", note="not comparable: no plan step (probes lazily)")
@@ -323,7 +309,7 @@ def s6_memory(ctx: Context, sizes: Sizes) -> list[Row]:
     """Peak memory for one huge file (largest single process; tree sum in brackets)."""
     huge = SandboxFile("GHGAF00000000000004", ".cram", sizes.huge)
     ctx.sandbox("memory", [huge])
-    competitors = [CURL, GHGA_TASKS, SNAKEMAKE, IN_PROCESS, OFFICIAL]
+    competitors = [CURL, GHGA_TASKS, SNAKEMAKE, OFFICIAL]
     outcome = run_rounds(ctx, "S6", entries(ctx, competitors, [huge]), rounds=1)
     rows = []
     for competitor in competitors:
@@ -352,8 +338,8 @@ def _target(row: Row, target: str, met: bool) -> None:
 # What --smoke runs: every scenario, but only the shipped workflow and the references,
 # so the script is exercised end to end in about a minute.
 SMOKE_COMPETITORS = {CURL.name, ARIA2C.name, SNAKEMAKE.name, PLAN_DAG.name}
-DOWNLOADERS = (CURL, ARIA2C, GHGA_TASKS, SNAKEMAKE, IN_PROCESS, OFFICIAL)
-ALL_COMPETITORS = {c.name for c in (*DOWNLOADERS, PLAN_DAG, PLAN_DAG_CACHED, PLAN_CLI)}
+DOWNLOADERS = (CURL, ARIA2C, GHGA_TASKS, SNAKEMAKE, OFFICIAL)
+ALL_COMPETITORS = {c.name for c in (*DOWNLOADERS, PLAN_DAG, PLAN_CLI)}
 
 SCENARIOS = {
     "S1": s1_unlimited,
