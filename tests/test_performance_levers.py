@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ghga_tasks.core.plan import PlanEntry, Status, read_plan, write_plan
+from ghga_tasks.core.plan import PlanEntry, Status, download_ranks, read_plan, write_plan
 
 
 def entry(number: int, status: Status = Status.STAGED) -> PlanEntry:
@@ -39,3 +39,14 @@ def test_changing_a_returned_plan_does_not_change_the_next_read(tmp_path: Path) 
     first = read_plan(path)
     first.clear()
     assert len(read_plan(path)) == 2
+
+
+def test_download_ranks_follow_the_plan_and_a_new_plan(tmp_path: Path) -> None:
+    # Snakemake asks once per job; the ranks are built once per plan version.
+    path = tmp_path / "ghga_plan.tsv"
+    write_plan([entry(1), entry(2), entry(3, Status.UNAVAILABLE)], path)
+    assert download_ranks(path) == {"GHGAF00000000000001.bam.c4gh": 2,
+                                    "GHGAF00000000000002.bam.c4gh": 1}  # fmt: skip
+    write_plan([entry(2), entry(1)], path)
+    assert download_ranks(path) == {"GHGAF00000000000002.bam.c4gh": 2,
+                                    "GHGAF00000000000001.bam.c4gh": 1}  # fmt: skip

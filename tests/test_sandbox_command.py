@@ -33,9 +33,21 @@ def read_env_file(path: Path, timeout: float = 60) -> dict[str, str]:
 def sandbox_process(tmp_path: Path):
     directory, env_file = tmp_path / "sandbox", tmp_path / "sandbox.env"
     process = subprocess.Popen(
-        [str(BIN / "ghga-tasks"), "sandbox", "--dir", str(directory), "--env-file",
-         str(env_file), "--files", "3", "--sizes", "100kB,200kB,1MB"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            str(BIN / "ghga-tasks"),
+            "sandbox",
+            "--dir",
+            str(directory),
+            "--env-file",
+            str(env_file),
+            "--files",
+            "3",
+            "--sizes",
+            "100kB,200kB,1MB",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         yield directory, read_env_file(env_file), process
@@ -51,8 +63,7 @@ def test_sandbox_command_serves_a_batch_the_crypt4gh_tool_decrypts(sandbox_proce
     assert api.startswith("http://127.0.0.1:")
     assert requests.get(f"{api}/health", timeout=5).json() == {"status": "OK"}
 
-    settings = Settings(output_dir=tmp_path / "downloads",
-                        user_public_key=directory / "key.pub")
+    settings = Settings(output_dir=tmp_path / "downloads", user_public_key=directory / "key.pub")
     entries = batch.plan_batch(settings, env)
     assert len(entries) == 3
     for entry in entries:
@@ -60,7 +71,9 @@ def test_sandbox_command_serves_a_batch_the_crypt4gh_tool_decrypts(sandbox_proce
         encrypted = settings.output_dir / entry.file_name
         decrypted = subprocess.run(
             [str(BIN / "crypt4gh"), "decrypt", "--sk", str(directory / "key.sec")],
-            stdin=encrypted.open("rb"), capture_output=True, check=True,
+            stdin=encrypted.open("rb"),
+            capture_output=True,
+            check=True,
             env={**os.environ, "C4GH_PASSPHRASE": ""},
         ).stdout
         assert hashlib.sha256(decrypted).hexdigest() == entry.sha256  # the sandbox's checksum

@@ -233,6 +233,20 @@ def test_example_module_consumer_runs_end_to_end(sandbox_factory, workdir):
     assert "GONE.bam.c4gh\tskipped_unavailable\t" in checked
 
 
+def test_without_threads_each_download_is_its_own_snakemake_process_and_we_say_so(
+    sandbox_factory, workdir, user_keys
+):
+    """No profile (a module consumer's own setup): Snakemake spawns a process per run:
+    job. Slower, still correct, and the run says how to avoid it."""
+    sandbox = sandbox_factory(BATCH[:1])
+    run = snakemake(workdir, sandbox, "--cores", "1", "--workflow-profile", "none")
+    assert_ok(run)
+    assert "run with --force-use-threads" in run.stderr
+    assert decrypted(workdir / "downloads/GHGAF1.bam.c4gh", user_keys.secret_key) == (
+        sandbox.plaintext_path("GHGAF1").read_bytes()
+    )
+
+
 def test_workflow_is_lint_and_snakefmt_clean():
     lint = subprocess.run(
         [sys.executable, "-m", "snakemake", "--lint"],

@@ -1,7 +1,8 @@
 """``ghga-tasks step …``: the commands the Snakemake rules run, one per rule.
 
-They are public so a rule stays a one-line ``shell:`` call, but researchers use
-``ghga-tasks download`` instead.
+A rule runs them when its jobs must be processes of their own (``downloads_on_cluster``:
+a cluster executor submits them); otherwise the same functions run inside Snakemake
+(``ghga_tasks.core.jobs``). Researchers use ``ghga-tasks download`` instead.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from types import FrameType
 import click
 
 from ghga_tasks.core import batch
-from ghga_tasks.core.plan import apply_skip_policy
 from ghga_tasks.core.settings import Settings
 
 
@@ -42,13 +42,7 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
 )
 def plan_step(settings_json: str) -> None:
     """Probe every file, write ghga_plan.tsv, apply the skip policy."""
-    settings = Settings.from_mapping(json.loads(settings_json))
-    entries = batch.plan_batch(settings)
-    apply_skip_policy(
-        entries,
-        skip_downloaded=settings.skip_downloaded,
-        skip_unavailable=settings.skip_unavailable,
-    )
+    batch.plan_and_apply_skip_policy(Settings.from_mapping(json.loads(settings_json)))
 
 
 @step.command("download")

@@ -1,6 +1,7 @@
 """The batch steps the Snakemake rules and the click CLI both run: one code path.
 
     plan_batch      load the work package, check the key, probe, write ghga_plan.tsv
+    plan_and_apply_skip_policy   the same, then the config's skip policy (the checkpoint)
     download_one    download one planned file, write its result record
     write_report    ghga_report.tsv from the plan and the result records
 
@@ -22,7 +23,15 @@ from .api import DownloadApi, make_session
 from .download import DownloadResult, download_file, file_sha256
 from .errors import ConfigurationError, GhgaTasksError
 from .keys import check_public_key
-from .plan import PLAN_FILE, PlanEntry, Status, plan_downloads, read_plan, write_plan
+from .plan import (
+    PLAN_FILE,
+    PlanEntry,
+    Status,
+    apply_skip_policy,
+    plan_downloads,
+    read_plan,
+    write_plan,
+)
 from .settings import Settings
 from .work_package import FileSpec, WorkPackage, work_package_from_env
 from .wps import WpsWorkPackage, work_order_download_api, work_package_from_wps
@@ -118,6 +127,18 @@ def plan_batch(settings: Settings, environ: Mapping[str, str] | None = None) -> 
     )
     write_plan(entries, plan_path(settings.output_dir))
     save_settings(settings)
+    return entries
+
+
+def plan_and_apply_skip_policy(settings: Settings) -> list[PlanEntry]:
+    """The workflow's checkpoint: the plan, then the config's answer to the skip policy
+    (``Cancelled`` unless the files to skip may be skipped)."""
+    entries = plan_batch(settings)
+    apply_skip_policy(
+        entries,
+        skip_downloaded=settings.skip_downloaded,
+        skip_unavailable=settings.skip_unavailable,
+    )
     return entries
 
 

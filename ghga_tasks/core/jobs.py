@@ -1,17 +1,18 @@
-"""Download jobs run inside the Snakemake process (``run:`` jobs in threads).
+"""The workflow's jobs run inside the Snakemake process (``run:`` jobs in threads).
 
 As its own ``ghga-tasks step download`` process a download job paid Python's start-up
 and imports for every file (0.4-1 s); as a thread of Snakemake it costs milliseconds,
 and the work package is loaded once per process instead of once per file (benchmarks
-S3b, S4). Everything else is the step command's: the job's log file gets the same lines,
-an error is one ``Error: …`` line there, and Ctrl-C or SIGTERM removes the ``.part``
-(``shutdown``).
+S3b, S4). Plan and report save the same start-up once per run. Everything else is the
+step commands': the job's log file gets the same lines, an error is one ``Error: …``
+line there, and Ctrl-C or SIGTERM removes the ``.part`` (``shutdown``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -26,6 +27,18 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
 LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 log = logging.getLogger("ghga_tasks")
+
+
+def plan(settings_json: str, log_file: Path) -> None:
+    """The ``plan_downloads`` checkpoint: probe, write the plan, apply the skip policy."""
+    with job_log(log_file):
+        batch.plan_and_apply_skip_policy(Settings.from_mapping(json.loads(settings_json)))
+
+
+def report(output_dir: Path, log_file: Path) -> None:
+    """The ``report`` rule: ghga_report.tsv from the plan and the result records."""
+    with job_log(log_file):
+        batch.write_report(output_dir)
 
 
 def download(settings_file: Path, file_name: str, log_file: Path) -> DownloadResult:

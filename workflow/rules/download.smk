@@ -1,4 +1,9 @@
 # The batch download: plan (checkpoint), one job per file, report.
+#
+# Every job runs in this Snakemake process (a thread, with --force-use-threads as
+# profiles/default sets): milliseconds per file instead of a Python start-up. With
+# downloads_on_cluster each job is a `ghga-tasks step ...` process instead, which a cluster
+# executor submits and can signal (SLURM's SIGTERM removes the .part there too).
 
 
 checkpoint plan_downloads:
@@ -12,14 +17,16 @@ checkpoint plan_downloads:
         "../envs/ghga_tasks.yaml"
     params:
         settings=SETTINGS.to_json(),
-    shell:
-        "ghga-tasks step plan --settings {params.settings:q} > {log:q} 2>&1"
+    run:
+        if SETTINGS.downloads_on_cluster:
+            shell(
+                "ghga-tasks step plan --settings {params.settings:q} > {log:q} 2>&1"
+            )
+        else:
+            jobs.plan(params.settings, Path(log[0]))
 
 
 rule download_file:
-    # In this process (a thread, with --force-use-threads as profiles/default sets):
-    # milliseconds per file instead of a Python start-up. A job for a cluster executor
-    # runs the same download as its own process, which SLURM can signal and account.
     output:
         c4gh=f"{OUTPUT_DIR}/{{file_name}}",
         result=f"{STATE_DIR}/results/{{file_name}}.json",
@@ -60,5 +67,10 @@ rule report:
         "../envs/ghga_tasks.yaml"
     params:
         output_dir=directory_of_plan,
-    shell:
-        "ghga-tasks step report --output-dir {params.output_dir:q} > {log:q} 2>&1"
+    run:
+        if SETTINGS.downloads_on_cluster:
+            shell(
+                "ghga-tasks step report --output-dir {params.output_dir:q} > {log:q} 2>&1"
+            )
+        else:
+            jobs.report(Path(params.output_dir), Path(log[0]))
