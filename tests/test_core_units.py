@@ -16,9 +16,10 @@ import pytest
 import yaml
 
 from ghga_tasks.core.api import DEFAULT_RETRY_AFTER, Staged, Staging, Unavailable, parse_retry_after
+from ghga_tasks.core.download import wait_until_staged
 from ghga_tasks.core.envelope import check_envelope, decode_envelope_body
 from ghga_tasks.core.errors import ConfigurationError, EnvelopeRejected
-from ghga_tasks.core.plan import Status, classify, order_entries, read_plan, write_plan
+from ghga_tasks.core.plan import PlanEntry, Status, classify, order_entries, read_plan, write_plan
 from ghga_tasks.core.settings import Settings, normalize_config
 from ghga_tasks.core.transfer import MIN_RANGE, split_ranges
 from ghga_tasks.core.work_package import FileSpec
@@ -150,6 +151,52 @@ def test_plan_file_round_trips(tmp_path: Path) -> None:
     header = (tmp_path / "ghga_plan.tsv").read_text().splitlines()[0].split("\t")
     for column in ("file_id", "extension", "file_name", "status", "retry_after", "size"):
         assert column in header
+
+
+def test_plan_written_before_retry_at_existed_is_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "ghga_plan.tsv"
+    path.write_text(
+        "file_id\textension\tfile_name\tstatus\tretry_after\tsize\tsha256\n"
+        "F2\t\tF2.c4gh\tstaging\t4.0\t-1\t\n"
+    )
+    assert read_plan(path) == [PlanEntry("F2", "", "F2.c4gh", Status.STAGING, 4.0, -1, "")]
+
+
+class StagingApi:
+    """A Download API whose file is staged after ``staging_probes`` probes, each answered
+    with ``retry_after``; records every pause the caller takes."""
+
+    base_url = "http://dcs"
+
+    def __init__(self, staging_probes: int, retry_after: float) -> None:
+        self.left, self.retry_after = staging_probes, retry_after
+
+    def probe_object(self, file_id: str) -> Staged | Staging:
+        if self.left:
+            self.left -= 1
+            return Staging(retry_after=self.retry_after)
+        return Staged(size=1, url="u", sha256=None)
+
+
+@pytest.mark.parametrize(
+    ("retry_at", "expected_pause"),
+    [
+        (1000.0 + 1.3, 1.3),  # the plan's probe promised 1.3 s from now: the rounded 2 s waits
+        (0.0, 2.0),  # no promise: Retry-After
+        (1000.0 - 5, 2.0),  # the promise has passed and it is still staging: Retry-After
+    ],
+)
+def test_staging_wait_takes_the_plans_earlier_promise_never_an_earlier_time(
+    retry_at: float, expected_pause: float
+) -> None:
+    pauses: list[float] = []
+    staged, _waited = wait_until_staged(
+        StagingApi(staging_probes=1, retry_after=2),  # type: ignore[arg-type]
+        "F1", max_wait_time=60, retry_at=retry_at,
+        clock=lambda: 0.0, wall_clock=lambda: 1000.0, sleep=pauses.append,
+    )  # fmt: skip
+    assert isinstance(staged, Staged)
+    assert pauses == [pytest.approx(expected_pause)]
 
 
 def test_damaged_plan_is_a_clear_error(tmp_path: Path) -> None:

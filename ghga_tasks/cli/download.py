@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import click
-import pandas as pd
 
 from ghga_tasks.core import batch
 from ghga_tasks.core.errors import Cancelled, GhgaTasksError
@@ -97,6 +96,8 @@ def show_plan(entries: list[PlanEntry], output_dir: Path) -> None:
 
 
 def show_report(output_dir: Path) -> None:
+    import pandas as pd  # here, not at start-up: the plan's probes start staging sooner
+
     frame = pd.read_csv(output_dir / batch.REPORT_FILE, sep="\t", dtype=str, keep_default_na=False)
     click.echo("\nSummary:")
     for row in frame.itertuples(index=False):

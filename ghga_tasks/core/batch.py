@@ -198,7 +198,7 @@ def _download_and_record(
 ) -> DownloadResult:
     entry = _planned_entry(settings.output_dir, file_name)
     spec = _spec_in_package(opened.work_package, entry)
-    result = download_file(spec, opened.work_package, settings, opened.api)
+    result = download_file(spec, opened.work_package, settings, opened.api, retry_at=entry.retry_at)
     record = result_path(settings.output_dir, file_name)
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(asdict(result), indent=2) + "\n")

@@ -83,10 +83,17 @@ def wait_until_staged(
     file_id: str,
     *,
     max_wait_time: float,
+    retry_at: float = 0.0,
     clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = shutdown.sleep,
 ) -> tuple[Staged, float]:
-    """Probe until the file is staged, honouring Retry-After; return it and the wait."""
+    """Probe until the file is staged, honouring Retry-After; return it and the wait.
+
+    ``retry_at``: when an earlier probe (the plan's) said to come back. A Retry-After is
+    whole seconds, rounded up, so a later probe may name a time after that one; the
+    earlier promise wins (up to a second sooner), never a time before it.
+    """
     start = clock()
     deadline = start + max_wait_time
     while True:
@@ -107,21 +114,33 @@ def wait_until_staged(
                     raise StagingTimeout(
                         file_id=file_id, waited_seconds=now - start, max_wait_time=max_wait_time
                     )
-                pause = min(max(retry_after, 0.5), deadline - now)
+                pause = max(retry_after, 0.5)
+                promised = retry_at - wall_clock()
+                if promised > 0:
+                    pause = min(pause, max(promised, 0.1))
+                pause = min(pause, deadline - now)
                 log.info("%s is being staged, probing again in %.0f s", file_id, pause)
                 sleep(pause)
 
 
 def download_file(
-    spec: FileSpec, work_package: WorkPackage, settings: Settings, api: DownloadApi
+    spec: FileSpec,
+    work_package: WorkPackage,
+    settings: Settings,
+    api: DownloadApi,
+    *,
+    retry_at: float = 0.0,
 ) -> DownloadResult:
-    """Download one file of the work package into ``settings.output_dir``."""
+    """Download one file of the work package into ``settings.output_dir`` (``retry_at``:
+    when the plan's probe said a staging file will be ready)."""
     started_at = time.time()
     target = Target.for_file(spec, settings.output_dir)
     if target.final.exists() and not settings.overwrite:
         raise OutputExists(path=str(target.final))
     private_key = private_key_for_verify(settings, work_package)  # fail before waiting
-    staged, waited = wait_until_staged(api, spec.file_id, max_wait_time=settings.max_wait_time)
+    staged, waited = wait_until_staged(
+        api, spec.file_id, max_wait_time=settings.max_wait_time, retry_at=retry_at
+    )
     if waited:
         log.info("%s: waited %.0f s for staging", spec.file_id, waited)
     envelope = api.fetch_envelope(spec.file_id, ghga_public_key=work_package.ghga_public_key)

@@ -14,6 +14,7 @@ import csv
 import functools
 import logging
 import shutil
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -47,6 +48,9 @@ class PlanEntry:
     retry_after: float  # seconds; 0 unless staging
     size: int  # encrypted object size when staged, else -1 (unknown)
     sha256: str  # the archive's checksum of the decrypted content, "" when unknown
+    # Staging only: the wall-clock time (epoch seconds) the probe's Retry-After points at.
+    # A later probe may round its Retry-After up; the download job need not wait longer.
+    retry_at: float = 0.0
 
     @property
     def to_download(self) -> bool:
@@ -54,6 +58,7 @@ class PlanEntry:
 
 
 PLAN_COLUMNS = [name for name in PlanEntry.__dataclass_fields__]
+OPTIONAL = {"retry_at"}  # plans written before it existed are still read
 
 
 def classify(spec: FileSpec, probe: ProbeResult | None) -> PlanEntry:
@@ -66,8 +71,9 @@ def classify(spec: FileSpec, probe: ProbeResult | None) -> PlanEntry:
     elif isinstance(probe, Staging):
         status, retry_after = Status.STAGING, probe.retry_after
     return PlanEntry(
-        spec.file_id, spec.extension, spec.file_name, status, retry_after, size, sha256
-    )
+        spec.file_id, spec.extension, spec.file_name, status, retry_after, size, sha256,
+        retry_at=time.time() + retry_after if status == Status.STAGING else 0.0,
+    )  # fmt: skip
 
 
 def order_entries(entries: list[PlanEntry]) -> list[PlanEntry]:
@@ -205,10 +211,10 @@ def _parse_plan(path: str, inode: int, mtime_ns: int, size: int) -> tuple[PlanEn
 
 def _plan_rows(rows: Iterator[list[str]]) -> list[PlanEntry]:
     header = next(rows, [])
-    missing = [name for name in PLAN_COLUMNS if name not in header]
+    missing = [name for name in PLAN_COLUMNS if name not in header and name not in OPTIONAL]
     if missing:
         raise ValueError(f"no column {missing[0]!r}")
-    column = {name: header.index(name) for name in PLAN_COLUMNS}
+    column = {name: header.index(name) for name in PLAN_COLUMNS if name in header}
     entries = []
     for line, row in enumerate(rows, start=2):
         if len(row) != len(header):
@@ -223,6 +229,7 @@ def _plan_rows(rows: Iterator[list[str]]) -> list[PlanEntry]:
                 retry_after=float(value["retry_after"]),
                 size=int(value["size"]),
                 sha256=value["sha256"],
+                retry_at=float(value.get("retry_at", 0.0)),
             )
         )
     return entries
