@@ -119,7 +119,7 @@ def wait_until_staged(
                 if promised > 0:
                     pause = min(pause, max(promised, 0.1))
                 pause = min(pause, deadline - now)
-                log.info("%s is being staged, probing again in %.0f s", file_id, pause)
+                log.info("%s is being staged, probing again in %.1f s", file_id, pause)
                 sleep(pause)
 
 
