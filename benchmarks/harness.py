@@ -201,7 +201,4 @@ def row_from(
     row.values = [value(run) for run in runs]
     row.peak_rss_mib = max(run.peak_rss for run in runs) / MIB
     row.tree_rss_mib = max(run.tree_rss for run in runs) / MIB
-    job = max(run.job_rss for run in runs) / MIB
-    if job:
-        row.note = f"download job {job:.0f} MiB"
     return row

@@ -20,7 +20,6 @@ from pathlib import Path
 
 SAMPLE_INTERVAL = 0.05
 GNU_TIME = "/usr/bin/time"
-JOB_MARKER = b"step\0download"  # a Snakemake job: ghga-tasks step download ...
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -31,7 +30,6 @@ class Run:
     peak_rss: int  # bytes, the largest single process of the tree
     tree_rss: int  # bytes, the largest sampled sum over the whole tree
     log: Path
-    job_rss: int = 0  # bytes, the largest sampled ``ghga-tasks step download`` process
     transfer_seconds: float | None = None  # ghga_report.tsv's transfer times, summed
 
 
@@ -67,7 +65,7 @@ def run_measured(
         seconds = time.perf_counter() - started
         sampler.stop()
     peak = _peak_kib(rss_file) * 1024
-    return Run(seconds, status, peak, sampler.peak, log, sampler.job_peak)
+    return Run(seconds, status, peak, sampler.peak, log)
 
 
 def _wait(process: subprocess.Popen[bytes], deadline: float) -> int:
@@ -94,15 +92,11 @@ class TreeSampler(threading.Thread):
         super().__init__(daemon=True, name="rss-sampler")
         self.root = root
         self.peak = 0
-        self.job_peak = 0  # the download job alone: the process whose memory scales
         self._done = threading.Event()
 
     def run(self) -> None:
         while not self._done.wait(SAMPLE_INTERVAL):
-            sizes = {pid: _rss(pid) for pid in _tree(self.root)}
-            self.peak = max(self.peak, sum(sizes.values()))
-            jobs = [size for pid, size in sizes.items() if _is_download_job(pid)]
-            self.job_peak = max([self.job_peak, *jobs])
+            self.peak = max(self.peak, sum(_rss(pid) for pid in _tree(self.root)))
 
     def stop(self) -> None:
         self._done.set()
@@ -122,13 +116,6 @@ def _tree(root: int) -> list[int]:
         except OSError:
             continue  # the process ended meanwhile
     return found
-
-
-def _is_download_job(pid: int) -> bool:
-    try:
-        return JOB_MARKER in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
 
 
 def _rss(pid: int) -> int:
