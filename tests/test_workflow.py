@@ -228,6 +228,7 @@ def test_example_module_consumer_runs_end_to_end(sandbox_factory, workdir):
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "run with --force-use-threads" not in run.stderr  # its profile keeps jobs threads
     checked = (project / "results/checked_downloads.tsv").read_text().splitlines()
     assert "GHGAF1.bam.c4gh\tdownloaded\ttrue" in checked
     assert "GONE.bam.c4gh\tskipped_unavailable\t" in checked
