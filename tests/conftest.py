@@ -25,6 +25,7 @@ def fast_settings(tmp_path: Path, user_keys) -> Settings:
         max_wait_time=30,
         connect_timeout=5,
         read_timeout=5,
+        download_api_timeout=5,
         range_retries=2,
     )
 

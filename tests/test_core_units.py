@@ -17,7 +17,7 @@ import yaml
 
 from ghga_tasks.core.api import DEFAULT_RETRY_AFTER, Staged, Staging, Unavailable, parse_retry_after
 from ghga_tasks.core.download import wait_until_staged
-from ghga_tasks.core.envelope import check_envelope, decode_envelope_body
+from ghga_tasks.core.envelope import b64, check_envelope, check_writer, decode_envelope_body
 from ghga_tasks.core.errors import ConfigurationError, EnvelopeRejected
 from ghga_tasks.core.plan import PlanEntry, Status, classify, order_entries, read_plan, write_plan
 from ghga_tasks.core.settings import Settings, normalize_config
@@ -88,13 +88,28 @@ GHGA_KEY = bytes(range(32))
 def test_envelope_from_ghga_is_accepted() -> None:
     envelope = _envelope(GHGA_KEY)
     assert len(envelope) == 124
-    assert check_envelope(envelope, ghga_public_key=GHGA_KEY, file_id="F") == envelope
+    assert check_envelope(envelope, file_id="F") == envelope
+    assert check_writer(envelope, GHGA_KEY, setting="GHGA_PUBLIC_KEY", file_id="F") == GHGA_KEY
+
+
+def test_envelope_writer_is_recorded_when_no_key_was_given() -> None:
+    # wps mode without ghga_public_key: GHGA does not publish its central key.
+    other = bytes(range(1, 33))
+    assert check_writer(_envelope(other), None, setting="ghga_public_key", file_id="F") == other
+
+
+def test_envelope_from_another_writer_names_both_keys() -> None:
+    forged = bytes(32)
+    with pytest.raises(EnvelopeRejected) as raised:
+        check_writer(_envelope(forged), GHGA_KEY, setting="GHGA_PUBLIC_KEY", file_id="F")
+    message = str(raised.value)
+    assert b64(forged) in message and b64(GHGA_KEY) in message and "GHGA_PUBLIC_KEY" in message
+    assert raised.value.exit_code == 5
 
 
 @pytest.mark.parametrize(
     ("envelope", "problem"),
     [
-        (_envelope(bytes(32)), "not written with GHGA's public key"),  # forged
         (_envelope(GHGA_KEY, magic=b"crypt4gx"), "magic"),
         (_envelope(GHGA_KEY, version=2), "version 2"),
         (_envelope(GHGA_KEY, packets=2), "2 header packets"),
@@ -104,7 +119,7 @@ def test_envelope_from_ghga_is_accepted() -> None:
 )
 def test_bad_envelopes_are_rejected(envelope: bytes, problem: str) -> None:
     with pytest.raises(EnvelopeRejected, match=problem) as raised:
-        check_envelope(envelope, ghga_public_key=GHGA_KEY, file_id="F")
+        check_envelope(envelope, file_id="F")
     assert raised.value.exit_code == 5
 
 

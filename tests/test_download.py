@@ -19,7 +19,13 @@ from crypt4gh import lib
 
 from ghga_tasks.core import batch, transfer
 from ghga_tasks.core.batch import download_api
-from ghga_tasks.core.download import Target, download_file, download_to_part
+from ghga_tasks.core.download import (
+    PartFile,
+    Target,
+    download_file,
+    finalize_part,
+    write_part,
+)
 from ghga_tasks.core.errors import (
     EnvelopeRejected,
     OutputExists,
@@ -160,13 +166,13 @@ def test_expired_url_is_renewed_once_for_all_connections(
     target = Target.for_file(package.files[0], fast_settings.output_dir)
     expired = sandbox.presigned_url("GHGAF1", ttl=-1)
     urls = UrlSource(expired, renew=lambda: api.probe_object("GHGAF1").url)
-    envelope = api.fetch_envelope("GHGAF1", ghga_public_key=package.ghga_public_key)
-    download_to_part(
-        target, envelope, sandbox.encrypted_size("GHGAF1"), urls, fast_settings, file_id="GHGAF1"
-    )
+    envelope = api.fetch_envelope("GHGAF1")
+    size = sandbox.encrypted_size("GHGAF1")
+    with PartFile(target) as part:
+        write_part(part, envelope, size, urls, fast_settings, file_id="GHGAF1")
+        finalize_part(part, expected_size=len(envelope) + size, file_id="GHGAF1", overwrite=False)
     assert urls.renewals == 1
     assert 403 in [r.status for r in object_requests(sandbox)]
-    os.replace(target.part, target.final)
     assert (
         decrypt(target.final, user_keys.secret_key) == sandbox.plaintext_path("GHGAF1").read_bytes()
     )
@@ -241,7 +247,9 @@ def test_key_mismatch_stops_before_any_request(sandbox_factory, fast_settings, t
     assert not settings.output_dir.exists()
 
 
-def test_forged_envelope_is_refused(sandbox_factory, fast_settings) -> None:
+def test_envelope_not_written_with_the_given_ghga_key_is_refused(
+    sandbox_factory, fast_settings
+) -> None:
     sandbox = sandbox_factory(MIXED[:1])
     impostor = base64.b64encode(public_key_of(generate_secret_key())).decode()
     package = package_of(sandbox, GHGA_PUBLIC_KEY=impostor)  # the envelope's writer is not this
@@ -250,6 +258,8 @@ def test_forged_envelope_is_refused(sandbox_factory, fast_settings) -> None:
             package.files[0], package, fast_settings, download_api(package, fast_settings)
         )
     assert raised.value.exit_code == 5
+    writer = base64.b64encode(sandbox.ghga_public_key).decode()
+    assert impostor in str(raised.value) and writer in str(raised.value)  # both keys named
     assert object_requests(sandbox) == []
     assert not fast_settings.output_dir.exists() or list(fast_settings.output_dir.iterdir()) == []
 

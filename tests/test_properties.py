@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import json
 import math
+import re
 import string
 import tempfile
 import threading
@@ -16,6 +17,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -41,7 +43,8 @@ from ghga_tasks.core.tokens import ClaimsError, parse_download_token, read_work_
 from ghga_tasks.core.transfer import Prefix, split_ranges
 from ghga_tasks.core.work_package import (
     FileSpec,
-    normalize_extension,
+    safe_extension,
+    typed_extension,
     validate_file_id,
     work_package_from_env,
 )
@@ -161,7 +164,7 @@ def _envelope_like() -> st.SearchStrategy[bytes]:
 @given(envelope=_envelope_like() | st.binary(max_size=200))
 def test_envelope_check_accepts_or_rejects(envelope: bytes) -> None:
     try:
-        assert check_envelope(envelope, ghga_public_key=KEY, file_id="F") == envelope
+        assert check_envelope(envelope, file_id="F") == envelope
     except EnvelopeRejected as error:
         assert error.exit_code == 5
 
@@ -220,15 +223,46 @@ def assert_safe_file_name(name: str) -> None:
 @given(file_id=st.text(max_size=200), extension=st.text(max_size=80))
 @example(file_id="GHGAF1\x00", extension=".bam")
 @example(file_id="GHGAF1", extension=".bam/../../x")
-def test_names_are_safe_or_refused(file_id: str, extension: str) -> None:
+@example(file_id="GHGAF1.", extension=".bam.")
+def test_names_are_safe_or_the_id_is_refused(file_id: str, extension: str) -> None:
+    # Only the ID can be refused; any extension a user types gets a safe name.
     try:
-        spec = FileSpec(
-            validate_file_id(file_id, setting="id"), normalize_extension(extension, setting="ext")
-        )
+        spec = FileSpec(validate_file_id(file_id, setting="id"), typed_extension(extension))
     except ConfigurationError as error:
         assert error.exit_code == 2
         return
     assert_safe_file_name(spec.part_name)
+
+
+@relaxed
+@given(extension=st.text(max_size=300))
+@example(extension=".0 final")
+@example(extension=".ÄÖ")
+@example(extension="..")
+@example(extension="." + "x" * 400)
+def test_any_archive_extension_maps_to_a_safe_stable_name(extension: str) -> None:
+    # GHGA derives extensions from submitted file names: any Unicode can arrive.
+    spec = FileSpec("GHGAF00000000000001", extension)
+    assert_safe_file_name(spec.part_name)
+    assert re.fullmatch(r"GHGAF00000000000001[A-Za-z0-9._+-]*\.c4gh", spec.file_name)
+    assert safe_extension(extension) == safe_extension(extension)  # deterministic
+    assert safe_extension(safe_extension(extension)) == safe_extension(extension)  # stable
+
+
+@pytest.mark.parametrize(
+    ("extension", "safe"),
+    [
+        (".bam", ".bam"),  # ordinary extensions are untouched
+        (".tar.gz", ".tar.gz"),
+        ("", ""),  # no extension: <id>.c4gh
+        (".0 final", ".0_final"),  # GHGA's suffix of "Report v1.0 final"
+        (".äö", ".__"),  # non-ASCII letters
+        (".a(1)", ".a_1_"),  # brackets
+        ("..", "._"),  # never ".." in a name
+    ],
+)
+def test_safe_extension_examples(extension: str, safe: str) -> None:
+    assert safe_extension(extension) == safe
 
 
 PLAN_HEADER = "file_id\textension\tfile_name\tstatus\tretry_after\tsize\tsha256\n"

@@ -44,6 +44,11 @@ def test_env_source_reads_every_variable() -> None:
         ("bam", "GHGAF1.bam.c4gh"),  # without the dot: we add it
         (".fastq.gz", "GHGAF1.fastq.gz.c4gh"),  # two components
         ("", "GHGAF1.c4gh"),  # no extension
+        # Whatever GHGA derived from a submitted name gets a safe name, never an error:
+        ("a/b", "GHGAF1.a_b.c4gh"),  # a separator
+        ("../../x", "GHGAF1.__.__x.c4gh"),  # traversal
+        (".bam\x00", "GHGAF1.bam_.c4gh"),  # NUL
+        (".0 final", "GHGAF1.0_final.c4gh"),  # GHGA's suffix of "Report v1.0 final"
     ],
 )
 def test_output_names_follow_the_extension(extension: str, file_name: str) -> None:
@@ -63,9 +68,9 @@ def test_output_names_follow_the_extension(extension: str, file_name: str) -> No
         ({"GHGA_FILE_IDS": ",GHGAF2"}, "GHGA_FILE_IDS"),  # empty ID
         ({"GHGA_FILE_IDS": "GHGAF1,GHGAF1"}, "GHGA_FILE_IDS"),  # duplicate
         ({"GHGA_FILE_IDS": "..,GHGAF2"}, "GHGA_FILE_IDS"),  # dots only
-        ({"GHGA_FILE_EXTENSIONS": "a/b,"}, "GHGA_FILE_EXTENSIONS"),  # separator in extension
-        ({"GHGA_FILE_EXTENSIONS": "../../x,"}, "GHGA_FILE_EXTENSIONS"),  # traversal
-        ({"GHGA_FILE_EXTENSIONS": ".bam\x00,"}, "GHGA_FILE_EXTENSIONS"),  # NUL
+        ({"GHGA_FILE_IDS": "GHGAF1.,GHGAF2"}, "GHGA_FILE_IDS"),  # "." + extension: ".."
+        # Two files that would get one name (the extension's mapping made them meet):
+        ({"GHGA_FILE_IDS": "A.b,A", "GHGA_FILE_EXTENSIONS": ".x,.b.x"}, "GHGA_FILE_EXTENSIONS"),
         ({"GHGA_USER_PUBLIC_KEY": "not base64!"}, "GHGA_USER_PUBLIC_KEY"),
         ({"GHGA_PUBLIC_KEY": base64.b64encode(b"short").decode()}, "GHGA_PUBLIC_KEY"),
         ({"GHGA_DOWNLOAD_API_URL": "ftp://x"}, "GHGA_DOWNLOAD_API_URL"),

@@ -21,6 +21,12 @@ onstart:
     warn_unless_jobs_in_threads(workflow)
 
 
+# A failed download (with keep-going, as profiles/default sets) leaves the report rule
+# without its inputs: write the report anyway, so it says what happened to every file.
+onerror:
+    write_report_after_failure()
+
+
 # Never two downloads at once, whatever --cores or the executor allows: one file uses
 # several connections already. Set here because it wins over the command line.
 workflow.global_resources.update({"downloads": 1})

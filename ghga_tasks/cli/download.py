@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from ghga_tasks.core import batch
-from ghga_tasks.core.errors import Cancelled, GhgaTasksError
+from ghga_tasks.core.errors import Cancelled
 from ghga_tasks.core.plan import PlanEntry, Status
 from ghga_tasks.core.settings import Settings
 from ghga_tasks.core.wps import ENV_DOWNLOAD_TOKEN, download_token_from
@@ -178,24 +178,8 @@ def _run_and_report(
     except WorkflowFailed as failed:
         batch.write_report(settings.output_dir)
         show_report(settings.output_dir)
-        raise _job_error(settings.output_dir) or failed from None
+        raise batch.files_failed(settings.output_dir) or failed from None
     show_report(settings.output_dir)
-
-
-class JobFailed(GhgaTasksError):
-    """A download job's own error, recorded by the job, re-raised with its exit code."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def _job_error(output_dir: Path) -> GhgaTasksError | None:
-    """The first failed job's error, so the exit code says what went wrong (4, 5, ...)."""
-    failures = batch.read_failures(output_dir)
-    if not failures:
-        return None
-    return JobFailed(failures[0]["error"], int(failures[0]["exit_code"]))
 
 
 @click.command()

@@ -82,8 +82,9 @@ def run_workflow(
                 )
             )
             dag.execute_workflow(
-                # Same as profiles/default: download jobs are threads, not processes.
-                execution_settings=ExecutionSettings(use_threads=True),
+                # Same as profiles/default: download jobs are threads, not processes, and
+                # one failed file does not stop the others.
+                execution_settings=ExecutionSettings(use_threads=True, keep_going=True),
                 scheduling_settings=SchedulingSettings(scheduler="greedy"),
                 scheduler_settings=GreedySchedulerSettings(),
             )

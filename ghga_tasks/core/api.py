@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
 DEFAULT_RETRY_AFTER = 5.0  # when a 202 carries a Retry-After we cannot read
 MAX_RETRY_AFTER = 300.0  # the real DCS never asks for more; a larger value is a server bug
+HEALTH_TIMEOUT = 5.0  # seconds, as GHGA's own client allows its health check
 MAX_OBJECT_SIZE = 2**53  # 9 PB: a larger DRS size is a server bug, not a file
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
@@ -269,7 +270,7 @@ class DownloadApi:
                 return self._checked_download_url(staged, response.url, file_id)
             case 202:
                 return Staging(retry_after=parse_retry_after(response.headers.get("Retry-After")))
-            case 404:
+            case 404 if _is_no_such_object(response):
                 return Unavailable(reason=error_reason(response))
             case status:
                 raise ApiError(
@@ -279,6 +280,23 @@ class DownloadApi:
                     problem=f"unexpected answer to a probe: {error_reason(response)}",
                 )
 
+    def check_health(self, *, url_setting: str) -> None:
+        """``GET /health``, as GHGA's own client does before it starts: a wrong base URL
+        (an HTML 404 page, another service) is a configuration error naming the URL,
+        not a batch of "unavailable" files."""
+        url = f"{self.base_url}/health"
+        try:
+            response = self.session.get(url, timeout=(self.timeout[0], HEALTH_TIMEOUT))
+        except requests.RequestException as error:
+            raise ApiError(url=url, problem=_describe(error)) from error
+        if response.status_code == 200 and _status_ok(response):
+            return
+        raise ConfigurationError(
+            setting=url_setting,
+            problem=f"{self.base_url} is not GHGA's Download API (GET /health answered "
+            f"HTTP {response.status_code}, {_body_kind(response)}); check the URL",
+        )
+
     def _checked_download_url(self, staged: Staged, url: str, file_id: str) -> Staged:
         problem = insecure_url_problem(staged.url, allow_http=self.allow_http)
         if problem:
@@ -287,8 +305,9 @@ class DownloadApi:
             )
         return staged
 
-    def fetch_envelope(self, file_id: str, *, ghga_public_key: bytes) -> bytes:
-        """``GET /objects/{id}/envelopes``: the 124-byte header, checked to be GHGA's."""
+    def fetch_envelope(self, file_id: str) -> bytes:
+        """``GET /objects/{id}/envelopes``: the 124-byte header, checked to be well-formed
+        (who wrote it is the caller's question: ``envelope.check_writer``)."""
         response = self._get(f"/objects/{file_id}/envelopes", file_id)
         if response.status_code != 200:
             raise ApiError(
@@ -298,7 +317,30 @@ class DownloadApi:
                 problem=f"could not get the envelope: {error_reason(response)}",
             )
         envelope = decode_envelope_body(response.content, file_id=file_id)
-        return check_envelope(envelope, ghga_public_key=ghga_public_key, file_id=file_id)
+        return check_envelope(envelope, file_id=file_id)
+
+
+def _is_no_such_object(response: requests.Response) -> bool:
+    """The DCS's own 404 for a file it does not have (not a wrong URL's 404 page)."""
+    try:
+        body = response.json()
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(body, dict) and body.get("exception_id") == "noSuchObject"
+
+
+def _status_ok(response: requests.Response) -> bool:
+    """A health answer ``{"status": "OK"}`` in any letter case."""
+    try:
+        body = response.json()
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(body, dict) and str(body.get("status", "")).lower() == "ok"
+
+
+def _body_kind(response: requests.Response) -> str:
+    content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+    return f"a {content_type} body" if content_type else "no content type"
 
 
 def _json(response: requests.Response, file_id: str) -> Any:

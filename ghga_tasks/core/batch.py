@@ -17,11 +17,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .api import DownloadApi, make_session
 from .download import DownloadResult, download_file, file_sha256
-from .errors import ConfigurationError, GhgaTasksError
+from .errors import ConfigurationError, FilesFailed, GhgaTasksError
 from .keys import check_public_key
 from .plan import (
     PLAN_FILE,
@@ -55,6 +55,7 @@ REPORT_COLUMNS = [
     "content_sha256",
     "started_at",
     "finished_at",
+    "envelope_writer_key",
     "error",
 ]
 
@@ -86,11 +87,17 @@ def record_failure(output_dir: Path, file_name: str, error: GhgaTasksError) -> N
     path.write_text(json.dumps(record) + "\n")
 
 
-def read_failures(output_dir: Path) -> list[dict[str, Any]]:
-    folder = output_dir / STATE_DIR / "failures"
-    if not folder.is_dir():
-        return []
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+def files_failed(output_dir: Path) -> FilesFailed | None:
+    """The failures of the files the current plan downloads, in plan order, as one error
+    (None if none failed)."""
+    planned = [e.file_name for e in read_plan(plan_path(output_dir)) if e.to_download]
+    paths = [failure_path(output_dir, name) for name in planned]
+    records = [json.loads(path.read_text()) for path in paths if path.exists()]
+    if not records:
+        return None
+    return FilesFailed(
+        errors=[str(r["error"]) for r in records], exit_codes=[int(r["exit_code"]) for r in records]
+    )
 
 
 def load_work_package(settings: Settings, environ: Mapping[str, str] | None = None) -> WorkPackage:
@@ -112,7 +119,7 @@ def download_api(work_package: WorkPackage, settings: Settings) -> DownloadApi:
         work_package.download_api_url,
         session=make_session(retries=settings.range_retries),
         token_for=lambda _file_id: token,
-        timeout=(settings.connect_timeout, settings.read_timeout),
+        timeout=(settings.connect_timeout, settings.download_api_timeout),
         allow_http=settings.allow_http,
     )
 
@@ -122,9 +129,9 @@ def plan_batch(settings: Settings, environ: Mapping[str, str] | None = None) -> 
     work_package = load_work_package(settings, environ)
     check_public_key(settings.user_public_key, work_package.user_public_key)
     log.info("work package of user %s: %d file(s)", work_package.user_id, len(work_package.files))
-    entries = plan_downloads(
-        work_package.files, download_api(work_package, settings), settings.output_dir
-    )
+    api = download_api(work_package, settings)
+    api.check_health(url_setting=work_package.download_api_url_setting)
+    entries = plan_downloads(work_package.files, api, settings.output_dir)
     write_plan(entries, plan_path(settings.output_dir))
     save_settings(settings)
     return entries
@@ -246,13 +253,14 @@ def _report_row(output_dir: Path, entry: PlanEntry) -> dict[str, object]:
         "content_sha256": entry.sha256,
         "started_at": "",
         "finished_at": "",
+        "envelope_writer_key": "",
         "error": "",
     }
     final = output_dir / entry.file_name
     record = result_path(output_dir, entry.file_name)
     failure = failure_path(output_dir, entry.file_name)
     if entry.status == Status.UNAVAILABLE:
-        row["outcome"] = "skipped_unavailable"
+        row.update(outcome="skipped_unavailable", error=entry.reason)
     elif entry.status == Status.DOWNLOADED:
         present = final.exists()
         row.update(

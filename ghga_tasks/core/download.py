@@ -29,6 +29,7 @@ from types import TracebackType
 
 from . import shutdown
 from .api import DownloadApi, Staged, Staging, Unavailable, make_session
+from .envelope import b64, check_writer
 from .errors import (
     ApiError,
     IntegrityError,
@@ -64,6 +65,7 @@ class DownloadResult:
     content_sha256: str | None  # the archive's checksum of the decrypted content
     started_at: float  # wall clock (epoch seconds) when the job began, staging wait included
     finished_at: float  # wall clock when the file got its final name
+    envelope_writer_key: str = ""  # base64 of the key GHGA wrote the envelope with
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,13 @@ def download_file(
     )
     if waited:
         log.info("%s: waited %.0f s for staging", spec.file_id, waited)
-    envelope = api.fetch_envelope(spec.file_id, ghga_public_key=work_package.ghga_public_key)
+    envelope = api.fetch_envelope(spec.file_id)
+    writer = check_writer(
+        envelope,
+        work_package.ghga_public_key,
+        setting=work_package.ghga_public_key_setting,
+        file_id=spec.file_id,
+    )
     key = session_key(envelope, private_key, file_id=spec.file_id) if private_key else None
     started = time.monotonic()
     sha256 = _transfer(target, envelope, staged, api, settings, file_id=spec.file_id, key=key)
@@ -156,7 +164,7 @@ def download_file(
     )  # fmt: skip
     return DownloadResult(
         spec.file_id, spec.file_name, size, sha256, seconds, waited, staged.sha256,
-        started_at, time.time(),
+        started_at, time.time(), b64(writer),
     )  # fmt: skip
 
 
@@ -298,26 +306,6 @@ def write_part(
     finally:
         sessions.close()
     return checker.hexdigest()
-
-
-def download_to_part(
-    target: Target,
-    envelope: bytes,
-    size: int,
-    urls: UrlSource,
-    settings: Settings,
-    *,
-    file_id: str,
-    session_key: bytes | None = None,
-    expected_sha256: str | None = None,
-) -> str:
-    """Write envelope + object to ``target.part`` (replacing a stale one) and leave it
-    there, unlocked, for the caller; on any failure the ``.part`` is deleted."""
-    with PartFile(target) as part:
-        return write_part(
-            part, envelope, size, urls, settings,
-            file_id=file_id, session_key=session_key, expected_sha256=expected_sha256,
-        )  # fmt: skip
 
 
 def finalize_part(part: PartFile, *, expected_size: int, file_id: str, overwrite: bool) -> None:

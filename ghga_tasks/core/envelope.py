@@ -1,11 +1,15 @@
 """Checking the personalised Crypt4GH envelope before it goes to disk.
 
-Layout (ghga-protocol.md §4.1): magic ``crypt4gh`` (8) | version 1 (u32 LE) |
+Layout (docs/protocol.md, "Envelope"): magic ``crypt4gh`` (8) | version 1 (u32 LE) |
 packet count 1 (u32 LE) | packet length (u32 LE) | method 0 (u32 LE) |
 writer public key (32) | nonce (12) | encrypted payload | MAC (16).
 
-The writer key is the reason we hold GHGA's public key at all: an envelope written by
-anyone else is refused, so a spoofed server cannot hand us a file key it controls.
+Who wrote it: GHGA's key service writes every envelope with GHGA's *central* key, which
+GHGA does not publish (the well-known ``crypt4gh_public_keys`` are the data hubs' upload
+keys, never the writer). So the writer key is read and recorded (report column
+``envelope_writer_key``) and compared only with a key the user gave explicitly
+(``GHGA_PUBLIC_KEY`` in env mode, the ``ghga_public_key`` config key in wps mode). What
+proves the bytes right is the decrypted content's SHA-256 (``verify: true``, ``decrypt``).
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ def decode_envelope_body(body: bytes, *, file_id: str) -> bytes:
         raise EnvelopeRejected(file_id=file_id, problem="body is not base64") from None
 
 
-def check_envelope(envelope: bytes, *, ghga_public_key: bytes, file_id: str) -> bytes:
-    """Return the envelope unchanged if it is a one-packet Crypt4GH v1 header from GHGA."""
+def check_envelope(envelope: bytes, *, file_id: str) -> bytes:
+    """Return the envelope unchanged if it is a well-formed one-packet Crypt4GH v1 header."""
     if len(envelope) < _PREFIX.size + _PACKET_HEAD.size + _WRITER_KEY_LENGTH:
         raise EnvelopeRejected(file_id=file_id, problem=f"only {len(envelope)} bytes")
     magic, version, packets = _PREFIX.unpack_from(envelope)
@@ -57,8 +61,30 @@ def check_envelope(envelope: bytes, *, ghga_public_key: bytes, file_id: str) -> 
         raise EnvelopeRejected(file_id=file_id, problem="packet length does not match the body")
     if method != 0:
         raise EnvelopeRejected(file_id=file_id, problem=f"encryption method {method}")
-    key_start = _PREFIX.size + _PACKET_HEAD.size
-    writer_key = envelope[key_start : key_start + _WRITER_KEY_LENGTH]
-    if not hmac.compare_digest(writer_key, ghga_public_key):
-        raise EnvelopeRejected(file_id=file_id, problem="not written with GHGA's public key")
     return envelope
+
+
+def writer_key(envelope: bytes) -> bytes:
+    """The public key the envelope was written with (of a checked envelope)."""
+    start = _PREFIX.size + _PACKET_HEAD.size
+    return envelope[start : start + _WRITER_KEY_LENGTH]
+
+
+def check_writer(envelope: bytes, expected: bytes | None, *, setting: str, file_id: str) -> bytes:
+    """The envelope's writer key; if the user gave GHGA's key (``expected``), it must be it.
+
+    ``setting`` names where the expected key came from, for the message.
+    """
+    writer = writer_key(envelope)
+    if expected is not None and not hmac.compare_digest(writer, expected):
+        raise EnvelopeRejected(
+            file_id=file_id,
+            problem=f"written with key {b64(writer)}, not with GHGA's key {b64(expected)} "
+            f"({setting}); check that {setting} is GHGA's current public key",
+        )
+    return writer
+
+
+def b64(key: bytes) -> str:
+    """A key as users see it in key files and environment variables."""
+    return base64.b64encode(key).decode("ascii")

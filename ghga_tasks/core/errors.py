@@ -14,7 +14,10 @@
     ├── ApiError                        exit 1   the Download API answered something unusable
     │   └── AuthorizationError          exit 1   401/403 from the Download API
     ├── TransferError                   exit 1   the object store did not deliver the bytes
+    ├── FilesFailed                     exit 1*  some files failed, the others downloaded
     └── Interrupted                     exit 130 Ctrl-C or SIGTERM stopped a download thread
+
+    * the failed files' own exit code when they all share one (4: all timed out, ...)
 
 Each error takes keyword-only context and builds its own one-line message, so the
 CLI can print ``Error: <message>`` and Snakemake logs show the same line.
@@ -152,6 +155,17 @@ class TransferError(GhgaTasksError):
         self.file_id = file_id
         self.problem = problem
         super().__init__(f"{file_id}: download failed: {problem}")
+
+
+class FilesFailed(GhgaTasksError):
+    """Files of the batch failed (each already recorded); the rest went on regardless."""
+
+    def __init__(self, *, errors: list[str], exit_codes: list[int]) -> None:
+        self.errors = errors
+        shared = set(exit_codes)
+        self.exit_code = shared.pop() if len(shared) == 1 else 1
+        more = f" (and {len(errors) - 1} more failed file(s))" if len(errors) > 1 else ""
+        super().__init__(f"{errors[0]}{more}; every file's outcome is in the report")
 
 
 class Interrupted(GhgaTasksError):

@@ -6,6 +6,11 @@ first asked for it, so asking for all of them at once lets staging overlap downl
 
 Order: staged files first (input order), then staging files by shortest Retry-After,
 then files that will not be downloaded (already there, unavailable).
+
+One file never decides for the others: a file GHGA refuses (no work order token for it,
+404 ``noSuchObject``) or whose probe keeps failing is ``unavailable`` with its reason in
+the plan, and the skip policy decides about it like any unavailable file. Only when every
+probe failed is that the run's error: then the API itself is the problem.
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from .api import DownloadApi, ProbeResult, Staged, Staging
-from .errors import Cancelled, ConfigurationError
-from .work_package import FileSpec, normalize_extension, validate_file_id
+from .api import DownloadApi, ProbeResult, Staged, Staging, Unavailable
+from .errors import ApiError, AuthorizationError, Cancelled, ConfigurationError
+from .work_package import FileSpec, dotted_extension, validate_file_id
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,7 @@ class PlanEntry:
     # Staging only: the wall-clock time (epoch seconds) the probe's Retry-After points at.
     # A later probe may round its Retry-After up; the download job need not wait longer.
     retry_at: float = 0.0
+    reason: str = ""  # unavailable only: why, in the archive's or our words
 
     @property
     def to_download(self) -> bool:
@@ -58,14 +64,14 @@ class PlanEntry:
 
 
 PLAN_COLUMNS = [name for name in PlanEntry.__dataclass_fields__]
-OPTIONAL = {"retry_at"}  # plans written before it existed are still read
+OPTIONAL = {"retry_at", "reason"}  # plans written before they existed are still read
 
 
 def classify(spec: FileSpec, probe: ProbeResult | None) -> PlanEntry:
     """One plan row from a probe result (``None``: the file is already downloaded)."""
-    status, retry_after, size, sha256 = Status.UNAVAILABLE, 0.0, -1, ""
-    if probe is None:
-        status = Status.DOWNLOADED
+    status, retry_after, size, sha256, reason = Status.DOWNLOADED, 0.0, -1, "", ""
+    if isinstance(probe, Unavailable):
+        status, reason = Status.UNAVAILABLE, probe.reason
     elif isinstance(probe, Staged):
         status, size, sha256 = Status.STAGED, probe.size, probe.sha256 or ""
     elif isinstance(probe, Staging):
@@ -73,6 +79,7 @@ def classify(spec: FileSpec, probe: ProbeResult | None) -> PlanEntry:
     return PlanEntry(
         spec.file_id, spec.extension, spec.file_name, status, retry_after, size, sha256,
         retry_at=time.time() + retry_after if status == Status.STAGING else 0.0,
+        reason=reason,
     )  # fmt: skip
 
 
@@ -88,19 +95,40 @@ def plan_downloads(
     """Probe every file not yet in ``output_dir`` (in parallel) and return the ordered plan."""
     to_probe = [spec for spec in files if not (output_dir / spec.file_name).exists()]
     with ThreadPoolExecutor(max_workers=PROBE_WORKERS, thread_name_prefix="probe") as pool:
-        probes = dict(
-            zip(to_probe, pool.map(lambda s: api.probe_object(s.file_id), to_probe), strict=True)
-        )
+        outcomes = list(pool.map(lambda s: _probe_isolated(api, s.file_id), to_probe))
+    failures = [outcome for outcome in outcomes if isinstance(outcome, ApiError)]
+    if failures and len(failures) == len(outcomes):
+        raise failures[0]  # not one file answered: the API is down or misconfigured
+    probes = {
+        spec: Unavailable(f"probe failed: {outcome}") if isinstance(outcome, ApiError) else outcome
+        for spec, outcome in zip(to_probe, outcomes, strict=True)
+    }
     entries = [classify(spec, probes.get(spec)) for spec in files]
     for entry in entries:
-        log.info(
-            "%s: %s%s",
-            entry.file_name,
-            entry.status,
-            f" (retry after {entry.retry_after:.0f} s)" if entry.retry_after else "",
-        )
+        log.info("%s: %s%s", entry.file_name, entry.status, _detail(entry))
     warn_if_short_of_space(entries, output_dir)
     return order_entries(entries)
+
+
+def _probe_isolated(api: DownloadApi, file_id: str) -> ProbeResult | ApiError:
+    """Probe one file; its failure is returned, not raised, so the others go on.
+
+    A refusal (no work order token for the file, 401/403 from the Download API even with
+    a fresh token) makes the file unavailable. Any other anticipated failure (errors
+    persisting through the retries) is returned for the caller to weigh.
+    """
+    try:
+        return api.probe_object(file_id)
+    except AuthorizationError as refused:
+        return Unavailable(reason=str(refused))
+    except ApiError as failed:
+        return failed
+
+
+def _detail(entry: PlanEntry) -> str:
+    if entry.status == Status.STAGING:
+        return f" (retry after {entry.retry_after:.0f} s)"
+    return f" ({entry.reason})" if entry.reason else ""
 
 
 def warn_if_short_of_space(entries: list[PlanEntry], output_dir: Path) -> int:
@@ -231,6 +259,7 @@ def _plan_rows(rows: Iterator[list[str]]) -> list[PlanEntry]:
                 size=int(value["size"]),
                 sha256=value["sha256"],
                 retry_at=float(value.get("retry_at", 0.0)),
+                reason=value.get("reason", ""),
             )
         )
     return entries
@@ -238,11 +267,8 @@ def _plan_rows(rows: Iterator[list[str]]) -> list[PlanEntry]:
 
 def _check_names(entry: PlanEntry, *, setting: str) -> None:
     """A plan row's names become paths: hold them to the work package's rules."""
-    spec = FileSpec(
-        validate_file_id(entry.file_id, setting=setting),
-        normalize_extension(entry.extension, setting=setting),
-    )
-    if spec.file_name != entry.file_name or spec.extension != entry.extension:
+    spec = FileSpec(validate_file_id(entry.file_id, setting=setting), entry.extension)
+    if spec.file_name != entry.file_name or dotted_extension(entry.extension) != entry.extension:
         raise ConfigurationError(
             setting=setting, problem=f"row {entry.file_id[:80]!r} names another file"
         )

@@ -32,6 +32,10 @@ class Settings:
     download_token_file: str = ""
     user_public_key: Path = Path("key.pub")
     user_private_key: Path = Path("key.sec")
+    # GHGA's central Crypt4GH public key (key text or a key file), if you have it: every
+    # envelope must then be written with it (exit 5 otherwise). Empty: the writer key is
+    # recorded, not enforced (GHGA does not publish that key). Env mode: GHGA_PUBLIC_KEY.
+    ghga_public_key: str = ""
     skip_downloaded: bool = False
     skip_unavailable: bool = False
     overwrite: bool = False
@@ -40,6 +44,9 @@ class Settings:
     part_size: int = 16 * 1024 * 1024
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    # The Download API may hold a request while it stages a file or has the envelope made;
+    # GHGA's own client waits 310 s for it (docs/protocol.md).
+    download_api_timeout: float = 310.0
     range_retries: int = 5
     # Decrypt each file while it downloads (user_private_key) and compare the plaintext
     # SHA-256 with the archive's checksum; a mismatch deletes the .part (exit 5).
@@ -60,7 +67,7 @@ class Settings:
         for name in ("connections", "part_size", "range_retries"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(setting=name, problem="must be at least 1")
-        for name in ("max_wait_time", "connect_timeout", "read_timeout"):
+        for name in ("max_wait_time", "connect_timeout", "read_timeout", "download_api_timeout"):
             # `not > 0` also refuses NaN, which would make every deadline unreachable.
             if not 0 < getattr(self, name) < math.inf:
                 raise ConfigurationError(setting=name, problem="must be a number greater than 0")

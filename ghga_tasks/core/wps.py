@@ -30,7 +30,6 @@ Design notes:
 
 from __future__ import annotations
 
-import functools
 import hmac
 import logging
 import os
@@ -57,7 +56,6 @@ from .errors import (
     ApiError,
     AuthorizationError,
     ConfigurationError,
-    EnvelopeRejected,
     PublicKeyMismatch,
 )
 from .keys import parse_public_key, read_public_key_file
@@ -72,7 +70,7 @@ from .tokens import (
     read_private_key,
     read_work_order_claims,
 )
-from .work_package import FileSpec, WorkPackage, build_file_specs
+from .work_package import FileSpec, WorkPackage, build_file_specs, dotted_extension
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +78,9 @@ ENV_DOWNLOAD_TOKEN = "GHGA_DOWNLOAD_TOKEN"
 ENV_WKVS_URL = "GHGA_WKVS_URL"
 ENV_KEY_PASSPHRASE = "GHGA_KEY_PASSPHRASE"
 DEFAULT_WKVS_URL = "https://data.ghga.de/.well-known"
-REQUIRED_VALUES = ("wps_api_url", "dcs_api_url", "crypt4gh_public_keys")
+# Only what a download needs. ``crypt4gh_public_keys`` is there too, but it holds the data
+# hubs' upload keys, not the key GHGA writes envelopes with (docs/protocol.md).
+REQUIRED_VALUES = ("wps_api_url", "dcs_api_url")
 WOT_SAFETY_MARGIN = 10.0  # seconds of a WOT's life we never use (30 s life -> 20 s reuse)
 
 T = TypeVar("T")
@@ -135,6 +135,17 @@ def private_key_for_tokens(
     passphrase = environ.get(ENV_KEY_PASSPHRASE)
     source = (lambda: passphrase) if passphrase else ask
     return read_private_key(settings.user_private_key, source, setting="user_private_key")
+
+
+def configured_ghga_public_key(settings: Settings) -> bytes | None:
+    """GHGA's central key from the ``ghga_public_key`` setting (key text or a key file), or
+    None when it is empty: GHGA does not publish that key, so most users have none."""
+    value = settings.ghga_public_key.strip()
+    if not value:
+        return None
+    if "\n" not in value and Path(value).is_file():
+        return read_public_key_file(Path(value), setting="ghga_public_key")
+    return parse_public_key(value, setting="ghga_public_key")
 
 
 def open_download_token(token: DownloadToken, private_key: bytes, key_file: Path) -> str:
@@ -200,13 +211,12 @@ def _json_body(response: requests.Response, url: str) -> Any:
 class WellKnownValues:
     wps_api_url: str
     dcs_api_url: str
-    ghga_public_keys: tuple[bytes, ...]  # envelope writers GHGA vouches for
 
 
 def fetch_well_known_values(
     session: requests.Session, wkvs_url: str, *, timeout: Timeout, allow_http: bool = False
 ) -> WellKnownValues:
-    """``GET {wkvs_url}/values``: the WPS and DCS URLs and GHGA's Crypt4GH public keys.
+    """``GET {wkvs_url}/values``: where the WPS and the DCS are.
 
     Plain http URLs in the answer are refused unless to loopback or ``allow_http``."""
     url = f"{wkvs_url}/values"
@@ -226,7 +236,6 @@ def fetch_well_known_values(
     return WellKnownValues(
         wps_api_url=_url_value(body, "wps_api_url", url, allow_http),
         dcs_api_url=_url_value(body, "dcs_api_url", url, allow_http),
-        ghga_public_keys=_ghga_keys(body["crypt4gh_public_keys"], url),
     )
 
 
@@ -238,19 +247,6 @@ def _url_value(values: dict[str, Any], name: str, url: str, allow_http: bool) ->
     if problem:
         raise ApiError(url=url, problem=f"the well-known value {name}: {problem}")
     return value.rstrip("/")
-
-
-def _ghga_keys(value: Any, url: str) -> tuple[bytes, ...]:
-    if not isinstance(value, dict) or not value:
-        raise ApiError(url=url, problem="the well-known crypt4gh_public_keys are empty")
-    try:
-        keys = [
-            parse_public_key(str(key), setting=f"crypt4gh_public_keys.{alias}")
-            for alias, key in value.items()
-        ]
-    except ConfigurationError as error:
-        raise ApiError(url=url, problem=f"unusable well-known value {error}") from None
-    return tuple(dict.fromkeys(keys))
 
 
 # --- the Work Package API -----------------------------------------------------------------
@@ -333,7 +329,7 @@ def _file_specs(body: Any, url: str) -> tuple[FileSpec, ...]:
         raise ApiError(url=url, problem="the work package lists no files (not a download package?)")
     return build_file_specs(
         [str(file_id) for file_id in files],
-        [str(extension or "") for extension in files.values()],
+        [dotted_extension(str(extension or "")) for extension in files.values()],
         ids_setting="the work package's file IDs",
         ext_setting="the work package's file extensions",
     )
@@ -417,7 +413,6 @@ class WorkOrderDownloadApi(DownloadApi):
         base_url: str,
         tokens: WorkOrderTokens,
         *,
-        ghga_public_keys: tuple[bytes, ...] = (),
         session: requests.Session | None = None,
         timeout: Timeout = (10.0, 60.0),
         allow_http: bool = False,
@@ -430,21 +425,12 @@ class WorkOrderDownloadApi(DownloadApi):
             allow_http=allow_http,
         )
         self._tokens = tokens
-        self._ghga_public_keys = ghga_public_keys
 
     def probe_object(self, file_id: str) -> ProbeResult:
         return self._refreshing_once(file_id, super().probe_object)
 
-    def fetch_envelope(self, file_id: str, *, ghga_public_key: bytes) -> bytes:
-        """As the base class, but an envelope from any key the WKVS lists is GHGA's."""
-        fetch = super().fetch_envelope
-        keys = list(dict.fromkeys((ghga_public_key, *self._ghga_public_keys)))
-        for key in keys[:-1]:
-            try:
-                return self._refreshing_once(file_id, functools.partial(fetch, ghga_public_key=key))
-            except EnvelopeRejected:
-                continue  # perhaps written with the next key
-        return self._refreshing_once(file_id, functools.partial(fetch, ghga_public_key=keys[-1]))
+    def fetch_envelope(self, file_id: str) -> bytes:
+        return self._refreshing_once(file_id, super().fetch_envelope)
 
     def _refreshing_once(self, file_id: str, call: Callable[[str], T]) -> T:
         try:
@@ -480,7 +466,6 @@ class WpsWorkPackage(WorkPackage):
     """A work package from the WPS: the common fields plus the WOT source."""
 
     work_order_tokens: WorkOrderTokens | None = field(default=None, repr=False, compare=False)
-    ghga_public_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
 
 def work_package_from_wps(
@@ -513,18 +498,32 @@ def work_package_from_wps(
     tokens = WorkOrderTokens(
         client, user_public_key=user_public_key, key_file=settings.user_public_key
     )
-    if files:  # fails with PublicKeyMismatch unless the archive's copy is the user's key
-        tokens.token_for(files[0].file_id)
+    check_key_with_first_token(tokens, files)
     log.info("work package %s: %d file(s)", token.work_package_id, len(files))
     return WpsWorkPackage(
         files=files,
         user_id="unknown",  # the WPS does not say; nothing downstream needs it
         user_public_key=user_public_key,  # equal to every WOT's claim so far (checked)
-        ghga_public_key=values.ghga_public_keys[0],
+        ghga_public_key=configured_ghga_public_key(settings),
+        ghga_public_key_setting="ghga_public_key",
+        download_api_url_setting="dcs_api_url of the well-known values (wkvs_url)",
         download_api_url=values.dcs_api_url,
         work_order_tokens=tokens,
-        ghga_public_keys=values.ghga_public_keys,
     )
+
+
+def check_key_with_first_token(tokens: WorkOrderTokens, files: tuple[FileSpec, ...]) -> None:
+    """Fetch one work order token before any probe: ``PublicKeyMismatch`` unless the
+    archive's copy of the user's key is the key file's. A file GHGA refuses a token for
+    ("File not available for download") is that file's outcome (the plan says so), so
+    the next file is tried."""
+    for spec in files:
+        try:
+            tokens.token_for(spec.file_id)
+            return
+        except AuthorizationError as refused:
+            log.info("%s: %s", spec.file_id, refused)
+    log.warning("no file of the work package got a work order token; nothing to download")
 
 
 def work_order_download_api(work_package: WpsWorkPackage, settings: Settings) -> DownloadApi:
@@ -534,8 +533,7 @@ def work_order_download_api(work_package: WpsWorkPackage, settings: Settings) ->
     return WorkOrderDownloadApi(
         work_package.download_api_url,
         work_package.work_order_tokens,
-        ghga_public_keys=work_package.ghga_public_keys,
         session=make_session(retries=settings.range_retries),
-        timeout=(settings.connect_timeout, settings.read_timeout),
+        timeout=(settings.connect_timeout, settings.download_api_timeout),
         allow_http=settings.allow_http,
     )

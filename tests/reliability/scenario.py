@@ -29,7 +29,7 @@ from ghga_tasks.cli import main
 from ghga_tasks.core import batch
 from ghga_tasks.core.plan import read_plan
 from ghga_tasks.core.settings import Settings
-from ghga_tasks.core.work_package import FileSpec, normalize_extension
+from ghga_tasks.core.work_package import FileSpec, typed_extension
 from ghga_tasks.sandbox import Sandbox
 
 WORK_ORDER_TOKEN = "wot-" + "5ecret" * 8  # sent on every API call; must never be printed
@@ -180,9 +180,7 @@ def check_promise(
     parts = list(output_dir.glob("*.part")) if output_dir.exists() else []
     finals = [p for p in output_dir.glob("*.c4gh") if p.name not in ignore]
     file_ids = {
-        FileSpec(spec.file_id, normalize_extension(spec.extension, setting="")).file_name: (
-            spec.file_id
-        )
+        FileSpec(spec.file_id, typed_extension(spec.extension)).file_name: (spec.file_id)
         for spec in sandbox.files
     }
     corrupt = 0
