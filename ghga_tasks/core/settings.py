@@ -1,6 +1,6 @@
 """One typed settings object, passed explicitly to everything that needs a setting.
 
-Field names are the Snakemake config keys (CONTRACT.md), so ``Settings.from_mapping(config)``
+Field names are the Snakemake config keys (config/README.md), so ``Settings.from_mapping(config)``
 works on a Snakemake config and on the JSON the plan step writes for the download jobs.
 ``workflow/schemas/config.schema.yaml`` declares the same keys; a test keeps them in step.
 """

@@ -1,7 +1,7 @@
 """The work package: which files a user may download, and the keys that go with them.
 
 ``load_work_package`` is the one swappable entry point. Today it reads environment
-variables (CONTRACT.md); the Work Package Service source returns the same type.
+variables (README); the Work Package Service source returns the same type.
 
 Design notes: IDs and extensions become file names, so they are settled here, at the edge,
 and nothing downstream has to worry about path traversal. A file ID must be a plain name

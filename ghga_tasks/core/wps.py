@@ -14,7 +14,7 @@
 
 Design notes:
 
-- Protocol: ``ghga-protocol.md`` §1-3. The result is the same :class:`WorkPackage` the
+- Protocol: ``docs/protocol.md``. The result is the same :class:`WorkPackage` the
   env source returns, so planning and downloading do not know where it came from.
 - Every WOT's ``user_public_crypt4gh_key`` claim is compared with the user's key file
   (:mod:`ghga_tasks.core.tokens` explains why the official client's check never runs).
