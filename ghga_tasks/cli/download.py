@@ -25,6 +25,14 @@ config_file_option = click.option(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Workflow config YAML (default: config/config.yaml here, if present).",
 )
+config_values_option = click.option(
+    "--config",
+    "config_values",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set a config key, as snakemake --config does (repeatable), e.g. "
+    "--config work_package_source=wps.",
+)
 output_dir_option = click.option(
     "--output-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -116,6 +124,7 @@ def show_report(output_dir: Path) -> None:
     "--cores", default=1, show_default=True, help="Snakemake cores (downloads stay one at a time)."
 )
 @config_file_option
+@config_values_option
 @click.pass_context
 def download(
     ctx: click.Context,
@@ -125,10 +134,11 @@ def download(
     yes: bool,
     cores: int,
     config_file: Path | None,
+    config_values: tuple[str, ...],
 ) -> None:
     """Plan the batch, ask about existing and unavailable files, then download the rest
     with the Snakemake workflow (one file at a time, several connections each)."""
-    settings = build_settings(config_file, output_dir=output_dir)
+    settings = build_settings(config_file, config_values, output_dir=output_dir)
     download_batch(
         settings,
         skip_downloaded=skip_downloaded or yes or settings.skip_downloaded,
@@ -185,8 +195,9 @@ def _run_and_report(
 @click.command()
 @output_dir_option
 @config_file_option
-def plan(output_dir: Path | None, config_file: Path | None) -> None:
+@config_values_option
+def plan(output_dir: Path | None, config_file: Path | None, config_values: tuple[str, ...]) -> None:
     """Probe every file (this starts staging) and show the plan; downloads nothing."""
-    settings = build_settings(config_file, output_dir=output_dir)
+    settings = build_settings(config_file, config_values, output_dir=output_dir)
     ensure_download_token(settings)
     show_plan(batch.plan_batch(settings), settings.output_dir)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +30,30 @@ def load_config_file(path: Path | None) -> dict[str, Any]:
     return values
 
 
-def build_settings(config_file: Path | None, **overrides: Any) -> Settings:
-    """Config file values, then the options the user gave (``None`` means not given)."""
+def parse_config_values(items: tuple[str, ...]) -> dict[str, str]:
+    """``("connections=2", ...)`` -> ``{"connections": "2"}``; each key must be a setting."""
+    known = {spec.name for spec in dataclasses.fields(Settings)}
+    values: dict[str, str] = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise ConfigurationError(setting="--config", problem=f"{item!r} is not KEY=VALUE")
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigurationError(setting="--config", problem=f"unknown key {key!r}{hint}")
+        values[key] = value
+    return values
+
+
+def build_settings(
+    config_file: Path | None, config_values: tuple[str, ...] = (), **overrides: Any
+) -> Settings:
+    """Config file values, then ``--config KEY=VALUE`` items, then the options the user
+    gave (``None`` means not given)."""
     values = load_config_file(config_file)
+    values.update(parse_config_values(config_values))
     values.update({key: value for key, value in overrides.items() if value is not None})
     values.update(normalize_config(values))
     return Settings.from_mapping(values)
