@@ -230,10 +230,12 @@ class DownloadApi:
         token_for: Callable[[str], str | None] | None = None,
         timeout: tuple[float, float] = (10.0, 60.0),
         allow_http: bool = False,
+        url_setting: str = "Download API URL",
     ) -> None:
+        self.url_setting = url_setting  # where base_url came from, for messages
         problem = insecure_url_problem(base_url, allow_http=allow_http)
         if problem:
-            raise ConfigurationError(setting="Download API URL", problem=problem)
+            raise ConfigurationError(setting=url_setting, problem=problem)
         self.allow_http = allow_http
         self.base_url = base_url.rstrip("/")
         self.session = session or make_session()
@@ -272,6 +274,8 @@ class DownloadApi:
                 return Staging(retry_after=parse_retry_after(response.headers.get("Retry-After")))
             case 404 if _is_no_such_object(response):
                 return Unavailable(reason=error_reason(response))
+            case 404:  # not the DCS's own 404: the base URL points elsewhere
+                raise self._not_the_download_api(f"GET /objects/{file_id} answered HTTP 404")
             case status:
                 raise ApiError(
                     url=response.url,
@@ -280,7 +284,7 @@ class DownloadApi:
                     problem=f"unexpected answer to a probe: {error_reason(response)}",
                 )
 
-    def check_health(self, *, url_setting: str) -> None:
+    def check_health(self) -> None:
         """``GET /health``, as GHGA's own client does before it starts: a wrong base URL
         (an HTML 404 page, another service) is a configuration error naming the URL,
         not a batch of "unavailable" files."""
@@ -291,10 +295,12 @@ class DownloadApi:
             raise ApiError(url=url, problem=_describe(error)) from error
         if response.status_code == 200 and _status_ok(response):
             return
-        raise ConfigurationError(
-            setting=url_setting,
-            problem=f"{self.base_url} is not GHGA's Download API (GET /health answered "
-            f"HTTP {response.status_code}, {_body_kind(response)}); check the URL",
+        raise self._not_the_download_api(f"GET /health answered HTTP {response.status_code}")
+
+    def _not_the_download_api(self, answer: str) -> ConfigurationError:
+        return ConfigurationError(
+            setting=self.url_setting,
+            problem=f"{self.base_url} is not GHGA's Download API ({answer}); check the URL",
         )
 
     def _checked_download_url(self, staged: Staged, url: str, file_id: str) -> Staged:
@@ -336,11 +342,6 @@ def _status_ok(response: requests.Response) -> bool:
     except (ValueError, RecursionError):
         return False
     return isinstance(body, dict) and str(body.get("status", "")).lower() == "ok"
-
-
-def _body_kind(response: requests.Response) -> str:
-    content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-    return f"a {content_type} body" if content_type else "no content type"
 
 
 def _json(response: requests.Response, file_id: str) -> Any:

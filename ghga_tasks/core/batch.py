@@ -121,6 +121,7 @@ def download_api(work_package: WorkPackage, settings: Settings) -> DownloadApi:
         token_for=lambda _file_id: token,
         timeout=(settings.connect_timeout, settings.download_api_timeout),
         allow_http=settings.allow_http,
+        url_setting=work_package.download_api_url_setting,
     )
 
 
@@ -130,7 +131,7 @@ def plan_batch(settings: Settings, environ: Mapping[str, str] | None = None) -> 
     check_public_key(settings.user_public_key, work_package.user_public_key)
     log.info("work package of user %s: %d file(s)", work_package.user_id, len(work_package.files))
     api = download_api(work_package, settings)
-    api.check_health(url_setting=work_package.download_api_url_setting)
+    api.check_health()
     entries = plan_downloads(work_package.files, api, settings.output_dir)
     write_plan(entries, plan_path(settings.output_dir))
     save_settings(settings)

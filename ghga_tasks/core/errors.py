@@ -137,6 +137,7 @@ class ApiError(GhgaTasksError):
         self, *, url: str, problem: str, status_code: int | None = None, file_id: str = ""
     ) -> None:
         self.url = url
+        self.problem = problem
         self.status_code = status_code
         self.file_id = file_id
         status = f" (HTTP {status_code})" if status_code is not None else ""

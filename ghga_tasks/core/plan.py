@@ -113,14 +113,17 @@ def plan_downloads(
 def _probe_isolated(api: DownloadApi, file_id: str) -> ProbeResult | ApiError:
     """Probe one file; its failure is returned, not raised, so the others go on.
 
-    A refusal (no work order token for the file, 401/403 from the Download API even with
-    a fresh token) makes the file unavailable. Any other anticipated failure (errors
-    persisting through the retries) is returned for the caller to weigh.
+    GHGA refusing the file (no work order token for it: "File not available for
+    download") makes it unavailable. Any other anticipated failure (errors persisting
+    through the retries, the Download API refusing even a fresh token) is returned for
+    the caller to weigh: one such file is unavailable, all of them are the run's error.
     """
     try:
         return api.probe_object(file_id)
     except AuthorizationError as refused:
-        return Unavailable(reason=str(refused))
+        if refused.url.startswith(api.base_url):
+            return refused  # the Download API itself: tokens or clocks, not this file
+        return Unavailable(reason=refused.problem)
     except ApiError as failed:
         return failed
 

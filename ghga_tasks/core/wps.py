@@ -416,6 +416,7 @@ class WorkOrderDownloadApi(DownloadApi):
         session: requests.Session | None = None,
         timeout: Timeout = (10.0, 60.0),
         allow_http: bool = False,
+        url_setting: str = "dcs_api_url",
     ) -> None:
         super().__init__(
             base_url,
@@ -423,6 +424,7 @@ class WorkOrderDownloadApi(DownloadApi):
             token_for=tokens.token_for,
             timeout=timeout,
             allow_http=allow_http,
+            url_setting=url_setting,
         )
         self._tokens = tokens
 
@@ -536,4 +538,5 @@ def work_order_download_api(work_package: WpsWorkPackage, settings: Settings) ->
         session=make_session(retries=settings.range_retries),
         timeout=(settings.connect_timeout, settings.download_api_timeout),
         allow_http=settings.allow_http,
+        url_setting=work_package.download_api_url_setting,
     )
