@@ -3,6 +3,8 @@
 Load them with ``pytest_plugins = ["sandbox_fixtures"]`` (a test module or the root
 conftest). ``sandbox_factory(files=..., **sandbox_kwargs)`` builds a :class:`Sandbox` in
 ``tmp_path`` for the generated user key pair, starts it and stops it after the test.
+Unlike a bare :class:`Sandbox`, it serves env-mode clients and answers staging quickly
+unless the test says otherwise (``env_clients=False``, ``retry_after_min=5``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ import pytest
 import requests
 from crypt4gh.keys import get_private_key
 
-from ghga_tasks.sandbox import DEFAULT_FILES, Sandbox, SandboxFile, ensure_user_keypair
+from ghga_tasks.sandbox import (
+    DEFAULT_FILES,
+    FAST_RETRY_AFTER_MIN,
+    Sandbox,
+    SandboxFile,
+    ensure_user_keypair,
+)
 from ghga_tasks.sandbox.files import public_key_of
 
 
@@ -50,6 +58,11 @@ def sandbox_factory(tmp_path: Path, user_keys: UserKeys) -> Iterator[SandboxFact
     def make(files: Sequence[SandboxFile] = DEFAULT_FILES, **kwargs: Any) -> Sandbox:
         kwargs.setdefault("user_public_key", user_keys.public_key)
         kwargs.setdefault("workdir", tmp_path / f"sandbox-{len(started)}")
+        # Most tests exercise the env work package source (no work order tokens, which
+        # production GHGA would refuse) and must stay fast (GHGA asks staging clients to
+        # wait 5 s at least). A test that wants production behaviour overrides these.
+        kwargs.setdefault("env_clients", True)
+        kwargs.setdefault("retry_after_min", FAST_RETRY_AFTER_MIN)
         sandbox = Sandbox(files=files, **kwargs)
         started.append(sandbox)
         return sandbox.start()

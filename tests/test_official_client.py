@@ -4,10 +4,12 @@ The official ``ghga-connector`` 4.0.1 from PyPI, in a virtualenv of its own, is 
 at the sandbox exactly as the GHGA test bed points it at GHGA (``GHGA_CONNECTOR_WKVS_API_URL``,
 the download token on stdin, unencrypted key files). It must download a batch that
 includes a file still being staged, and its ``decrypt`` must give back the sandbox's
-plaintext byte for byte: our evidence that the sandbox speaks GHGA's protocol, work order
-tokens included (the DCS here refuses any request without a valid one). Then our client
-downloads the same batch from the same sandbox in ``wps`` mode, and each pair of ``.c4gh``
-files decrypts to the same bytes.
+plaintext byte for byte: our evidence that the sandbox speaks GHGA's protocol. The sandbox
+runs with its production defaults: the DCS refuses any request without a valid work order
+token, asks staging clients to come back after GHGA's estimate (5 s at least), and writes
+envelopes with a key the WKVS does not publish. Then our client downloads the same batch
+from the same sandbox in ``wps`` mode, and each pair of ``.c4gh`` files decrypts to the
+same bytes.
 
 The virtualenv is built once per test session (about a minute); set
 ``GHGA_CONNECTOR_VENV`` to an existing one to reuse it between sessions. Without network
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import os
 import subprocess
 import sys
@@ -28,6 +31,7 @@ from crypt4gh import lib
 
 from ghga_tasks.core import batch
 from ghga_tasks.sandbox import ENVELOPE_SIZE, Sandbox, SandboxFile
+from ghga_tasks.sandbox.archive import RETRY_AFTER_MIN
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +112,8 @@ def output_name(spec: SandboxFile) -> str:
 def test_official_client_and_ours_download_the_same_batch(
     connector_bin: Path, sandbox_factory, fast_settings, user_keys, tmp_path: Path
 ) -> None:
-    sandbox = sandbox_factory(BATCH, require_work_order_tokens=True)
+    # The fixture's test conveniences off: this sandbox is as strict as GHGA.
+    sandbox = sandbox_factory(BATCH, env_clients=False, retry_after_min=RETRY_AFTER_MIN)
     official = tmp_path / "official"
     (official / "out").mkdir(parents=True)
     keys = [
@@ -160,5 +165,7 @@ def _assert_protocol_was_followed(sandbox: Sandbox) -> None:
     dcs = sandbox.requests.matching(path_prefix="/ga4gh/drs/v1/objects")
     assert all(record.bearer for record in dcs)  # every call carried a work order token ...
     assert {record.status for record in dcs} <= {200, 202}  # ... which the DCS accepted
-    staging = [r.status for r in dcs if r.file_id == BATCH[1].file_id and "envelopes" not in r.path]
-    assert staging[0] == 202 and staging[-1] == 200  # the staging file was waited for
+    probes = [r for r in dcs if r.file_id == BATCH[1].file_id and "envelopes" not in r.path]
+    assert probes[0].status == 202 and probes[-1].status == 200  # the staging file was waited for
+    gaps = [later.timestamp - earlier.timestamp for earlier, later in itertools.pairwise(probes)]
+    assert min(gaps) > RETRY_AFTER_MIN - 0.5  # ... as long as the DCS's Retry-After said

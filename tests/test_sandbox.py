@@ -1,7 +1,9 @@
 """The GHGA sandbox speaks the Download Controller and outbox protocol byte-exactly.
 
 Every test talks real HTTP to a sandbox on loopback and checks what a client would see
-(status, headers, bytes), with real Crypt4GH on both ends.
+(status, headers, bytes), with real Crypt4GH on both ends. Most use ``sandbox_factory``,
+which also serves env-mode clients and answers staging quickly; the "Production
+behaviour" tests build sandboxes with every default, as strict as GHGA.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import math
 import os
 import re
@@ -20,7 +23,8 @@ import textwrap
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,6 +32,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from crypt4gh.lib import decrypt
+from nacl.public import PrivateKey, SealedBox
 from sandbox_fixtures import SandboxFactory, UserKeys
 
 from ghga_tasks.sandbox import (
@@ -42,6 +47,9 @@ from ghga_tasks.sandbox import (
     parse_size,
     serve,
 )
+from ghga_tasks.sandbox.archive import Archive
+from ghga_tasks.sandbox.service_errors import uuid4_or_error
+from ghga_tasks.sandbox.wps import WorkOrderSigner
 
 BAM = SandboxFile("GHGAF00000000000001", ".bam", 200_000)
 FASTQ = SandboxFile("GHGAF00000000000002", ".fastq.gz", 65_536)
@@ -131,14 +139,14 @@ def test_staging_file_answers_202_then_200(
     assert http.get(url).status_code == 200
 
 
-def test_never_staged_file_keeps_answering_202_with_max_retry_after(
+def test_never_staged_file_keeps_answering_202_with_the_same_estimate(
     sandbox_factory: SandboxFactory, http: requests.Session
 ) -> None:
     stuck = SandboxFile("GHGAF00000000000011", "", 1_000, stage_seconds=math.inf)
-    sandbox = sandbox_factory([stuck], retry_after_max=42)
-    for _ in range(2):
+    sandbox = sandbox_factory([stuck], retry_after_min=3)
+    for _ in range(3):
         response = http.get(f"{sandbox.dcs_url}/objects/{stuck.file_id}")
-        assert (response.status_code, response.headers["Retry-After"]) == (202, "42")
+        assert (response.status_code, response.headers["Retry-After"]) == (202, "3")
 
 
 def test_staging_object_is_not_in_the_outbox_yet(
@@ -169,13 +177,13 @@ def test_unavailable_files_answer_no_such_object(
     }
 
 
-def test_bearer_token_is_accepted_but_not_required(
-    sandbox: Sandbox, http: requests.Session
-) -> None:
+def test_env_clients_need_no_work_order_token(sandbox: Sandbox, http: requests.Session) -> None:
     url = f"{sandbox.dcs_url}/objects/{BAM.file_id}"
     assert http.get(url, headers={"Authorization": "Bearer anything"}).status_code == 200
     assert http.get(url).status_code == 200
-    assert [record.bearer for record in sandbox.requests] == [True, False]
+    # A JWT-shaped bearer is a work order token, checked as strictly as without env clients.
+    assert http.get(url, headers={"Authorization": "Bearer a.b.c"}).status_code == 401
+    assert [record.bearer for record in sandbox.requests] == [True, False, True]
 
 
 @pytest.mark.parametrize(
@@ -191,6 +199,400 @@ def test_unknown_routes_answer_like_fastapi(
     response = http.request(method, f"{sandbox.base_url}{path}")
     assert response.status_code == status
     assert "detail" in response.json()
+
+
+# --- Production behaviour: what a sandbox with every default does, as GHGA does --------------
+
+STAGING = SandboxFile("GHGAF00000000000030", ".bam", 1_000, stage_seconds=1)
+PRODUCTION_BATCH = (BAM, BARE, STAGING)
+NOT_AUTHENTICATED = {"detail": "Not authenticated"}
+INVALID_CREDENTIALS = {"detail": "Invalid authentication credentials"}
+
+
+@pytest.fixture
+def production(user_keys: UserKeys, tmp_path: Path) -> Iterator[Sandbox]:
+    """A sandbox built with nothing but files and the user key: the defaults."""
+    files, key = PRODUCTION_BATCH, user_keys.public_key
+    with Sandbox(files=files, user_public_key=key, workdir=tmp_path / "prod") as sandbox:
+        yield sandbox
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def unseal(sealed: str, secret_key: bytes) -> str:
+    return SealedBox(PrivateKey(secret_key)).decrypt(base64.b64decode(sealed)).decode()
+
+
+def package_url(sandbox: Sandbox, package_id: str) -> str:
+    return f"{sandbox.base_url}/wps/work-packages/{package_id}"
+
+
+def access_token(sandbox: Sandbox, secret_key: bytes) -> tuple[str, str]:
+    """The work package ID and plaintext access token from the sandbox's download token."""
+    package_id, _, sealed = sandbox.download_token.partition(":")
+    return package_id, unseal(sealed, secret_key)
+
+
+def work_order_token(
+    http: requests.Session, sandbox: Sandbox, secret_key: bytes, accession: str
+) -> str:
+    """A work order token from the WPS, as a client gets one."""
+    package_id, token = access_token(sandbox, secret_key)
+    answer = http.post(
+        f"{package_url(sandbox, package_id)}/files/{accession}/work-order-tokens",
+        headers=bearer(token),
+    )
+    assert answer.status_code == 201, answer.text
+    return unseal(answer.json(), secret_key)
+
+
+def drs_get(
+    http: requests.Session, sandbox: Sandbox, accession: str, token: str, suffix: str = ""
+) -> requests.Response:
+    return http.get(f"{sandbox.dcs_url}/objects/{accession}{suffix}", headers=bearer(token))
+
+
+def test_envelopes_are_written_with_a_central_key_the_wkvs_does_not_publish(
+    production: Sandbox, http: requests.Session, user_keys: UserKeys
+) -> None:
+    values = http.get(f"{production.wkvs_url}/values").json()
+    published = {
+        alias: base64.b64decode(key) for alias, key in values["crypt4gh_public_keys"].items()
+    }
+    assert {"HD01", "TUE01"} <= set(published)  # one key per data hub
+    assert published == production.hub_public_keys
+    assert len(set(published.values())) == len(published)
+    assert set(values["storage_aliases"]) == set(values["storage_labels"]) == set(published)
+
+    wot = work_order_token(http, production, user_keys.secret_key, BAM.file_id)
+    answer = drs_get(http, production, BAM.file_id, wot, "/envelopes")
+    assert answer.status_code == 200
+    envelope = base64.b64decode(answer.json())
+    writer = envelope[24:56]  # magic, version, packet count, packet length, method
+    assert writer == production.ghga_public_key
+    assert writer not in published.values()
+    assert production.env()["GHGA_PUBLIC_KEY"] == base64.b64encode(writer).decode()
+    content = http.get(object_url_with(http, production, BAM.file_id, wot)).content
+    plain = io.BytesIO()
+    decrypt([(0, user_keys.secret_key, None)], io.BytesIO(envelope + content), plain)
+    assert plain.getvalue() == production.plaintext_path(BAM.file_id).read_bytes()
+
+
+def object_url_with(http: requests.Session, sandbox: Sandbox, accession: str, wot: str) -> str:
+    answer = drs_get(http, sandbox, accession, wot)
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["access_methods"][0]["access_url"]["url"])
+
+
+def test_drs_object_is_sent_without_a_content_type(
+    production: Sandbox, http: requests.Session, user_keys: UserKeys
+) -> None:
+    wot = work_order_token(http, production, user_keys.secret_key, BAM.file_id)
+    answer = drs_get(http, production, BAM.file_id, wot)
+    assert answer.status_code == 200
+    assert "Content-Type" not in answer.headers  # the DCS builds it without a media type
+    assert answer.headers["Cache-Control"] == "max-age=30, private"
+    assert answer.content.startswith(b'{"access_methods":[{"access_url":{"url":"http')
+    assert answer.json()["id"] == BAM.file_id
+    health = http.get(f"{production.dcs_url}/health")  # /health stays FastAPI's JSON
+    assert (health.status_code, health.json()) == (200, {"status": "OK"})
+    assert health.headers["Content-Type"] == "application/json"
+
+
+def test_staging_answers_the_dcs_estimate_on_every_probe(
+    production: Sandbox, http: requests.Session, user_keys: UserKeys
+) -> None:
+    wot = work_order_token(http, production, user_keys.secret_key, STAGING.file_id)
+    started = time.monotonic()
+    answers = [drs_get(http, production, STAGING.file_id, wot) for _ in range(3)]
+    for answer in answers:
+        assert answer.status_code == 202
+        assert answer.content == b"null"
+        assert answer.headers["Retry-After"] == "5"  # 1 kB at 100 MB/s, clamped up to 5 s
+        assert answer.headers["Cache-Control"] == "no-store"
+    # The file itself is staged after its own 1 s, whatever the estimate said.
+    time.sleep(max(0.0, started + STAGING.stage_seconds + 0.05 - time.monotonic()))
+    assert drs_get(http, production, STAGING.file_id, wot).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("size", "retry_after"),
+    [
+        (6_500_000, "6"),  # 6.5 s at 1 MB/s: Python's round, half to even, as the DCS
+        (7_500_000, "8"),
+    ],
+)
+def test_retry_after_is_the_size_at_the_staging_speed(
+    sandbox_factory: SandboxFactory, http: requests.Session, size: int, retry_after: str
+) -> None:
+    big = SandboxFile("GHGAF00000000000031", ".bam", size, stage_seconds=math.inf)
+    sandbox = sandbox_factory([big], staging_speed=1)
+    answer = http.get(f"{sandbox.dcs_url}/objects/{big.file_id}")
+    assert (answer.status_code, answer.headers["Retry-After"]) == (202, retry_after)
+
+
+@pytest.mark.parametrize(
+    ("size", "seconds"),
+    [
+        (1, 5),  # nothing to stage still waits retry_after_min
+        (549_999_999, 5),
+        (650_000_000, 6),  # 6.5 s: half to even
+        (750_000_000, 8),
+        (40 * 10**9, 300),  # 400 s, clamped to retry_after_max
+    ],
+)
+def test_default_staging_estimate_is_clamped_to_5_and_300(
+    tmp_path: Path, size: int, seconds: int
+) -> None:
+    spec = SandboxFile("GHGAF00000000000032", size=size, available=False)  # nothing generated
+    assert Archive([spec], tmp_path).estimated_staging_seconds(spec.file_id) == seconds
+
+
+@pytest.mark.parametrize("suffix", ["", "/envelopes"])
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Basic dXNlcjpwYXNz", "Bearer", "bearer"],
+    ids=["none", "basic", "bearer-without-token", "lower-case-without-token"],
+)
+def test_drs_requests_without_a_bearer_token_are_not_authenticated(
+    production: Sandbox, http: requests.Session, suffix: str, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    answer = http.get(f"{production.dcs_url}/objects/{BAM.file_id}{suffix}", headers=headers)
+    assert answer.status_code == 401
+    assert answer.json() == NOT_AUTHENTICATED
+    assert answer.headers["WWW-Authenticate"] == "Bearer"  # FastAPI's HTTPBearer challenge
+
+
+def forged_tokens(sandbox: Sandbox) -> dict[str, str]:
+    """Bearer tokens the DCS must refuse: not JWTs, not the WPS's, not for download."""
+    claims = {
+        "work_type": "download",
+        "file_id": str(uuid.uuid4()),
+        "accession": BAM.file_id,
+        "user_public_crypt4gh_key": base64.b64encode(sandbox.user_public_key).decode(),
+        "iat": int(time.time()),
+        "exp": int(time.time()) + 30,
+    }
+    return {
+        "garbage": "garbage",
+        "jwt-shaped": "a.b.c",
+        "other-signer": WorkOrderSigner().sign(claims),
+        "upload-work": sandbox.work_packages.signer.sign({**claims, "work_type": "upload"}),
+        "no-accession": sandbox.work_packages.signer.sign(
+            {k: v for k, v in claims.items() if k != "accession"}
+        ),
+        "bad-key": sandbox.work_packages.signer.sign({**claims, "user_public_crypt4gh_key": "x"}),
+    }
+
+
+@pytest.mark.parametrize("suffix", ["", "/envelopes"])
+@pytest.mark.parametrize(
+    "kind", ["garbage", "jwt-shaped", "other-signer", "upload-work", "no-accession", "bad-key"]
+)
+def test_invalid_work_order_tokens_are_refused_without_a_challenge(
+    production: Sandbox, http: requests.Session, kind: str, suffix: str
+) -> None:
+    token = forged_tokens(production)[kind]
+    answer = drs_get(http, production, BAM.file_id, token, suffix)
+    assert answer.status_code == 401
+    assert answer.json() == INVALID_CREDENTIALS
+    assert "WWW-Authenticate" not in answer.headers
+
+
+@pytest.mark.parametrize(
+    ("expired_for", "status"),
+    [
+        (30, 200),  # within the DCS's 60 s leeway
+        (90, 401),  # beyond it
+    ],
+)
+def test_work_order_tokens_are_accepted_for_60_seconds_after_they_expire(
+    production: Sandbox, http: requests.Session, user_keys: UserKeys, expired_for: int, status: int
+) -> None:
+    production.work_packages.expire_next_work_order_tokens(1, expired_for=expired_for)
+    wot = work_order_token(http, production, user_keys.secret_key, BAM.file_id)
+    claims = json.loads(base64.urlsafe_b64decode(wot.split(".")[1] + "=="))
+    assert time.time() - claims["exp"] == pytest.approx(expired_for, abs=2)
+    assert drs_get(http, production, BAM.file_id, wot).status_code == status
+
+
+@pytest.mark.parametrize("suffix", ["", "/envelopes"])
+def test_a_token_for_another_file_is_forbidden(
+    production: Sandbox, http: requests.Session, user_keys: UserKeys, suffix: str
+) -> None:
+    wot = work_order_token(http, production, user_keys.secret_key, BARE.file_id)
+    answer = drs_get(http, production, BAM.file_id, wot, suffix)
+    assert answer.status_code == 403
+    assert answer.json() == {
+        "exception_id": "wrongFileAuthorizationError",
+        "description": "Endpoint file ID did not match file ID announced in work order token.",
+        "data": {},
+    }
+
+
+def _unknown_package(sandbox: Sandbox, token: str) -> tuple[str, str]:
+    return str(uuid.uuid4()), token
+
+
+def _wrong_access_token(sandbox: Sandbox, token: str) -> tuple[str, str]:
+    return sandbox.work_package.work_package_id, "A" * 24
+
+
+def _expired_package(sandbox: Sandbox, token: str) -> tuple[str, str]:
+    files = {BAM.file_id: ".bam"}
+    minted = sandbox.work_packages.mint(files, sandbox.user_public_key, valid_seconds=-1)
+    return minted.work_package_id, minted.access_token
+
+
+def _revoked_package(sandbox: Sandbox, token: str) -> tuple[str, str]:
+    sandbox.work_packages.revoke(sandbox.work_package.work_package_id)
+    return sandbox.work_package.work_package_id, token
+
+
+def _upload_package(sandbox: Sandbox, token: str) -> tuple[str, str]:
+    minted = sandbox.work_packages.mint_upload(sandbox.user_public_key)
+    return minted.work_package_id, minted.access_token
+
+
+def _unavailable_file(sandbox: Sandbox, token: str) -> tuple[str, str]:
+    sandbox.work_packages.make_unavailable(BAM.file_id)
+    return sandbox.work_package.work_package_id, token
+
+
+def _file_not_in_package(sandbox: Sandbox, token: str) -> tuple[str, str]:
+    sandbox.work_packages.withdraw_file(sandbox.work_package.work_package_id, BAM.file_id)
+    return sandbox.work_package.work_package_id, token
+
+
+PACKAGE_REFUSALS = [
+    (_unknown_package, "Work package not found"),
+    (_wrong_access_token, "Invalid work package access token"),
+    (_expired_package, "Work package has expired"),
+    (_revoked_package, "Download access has been revoked"),
+]
+WORK_ORDER_REFUSALS = [
+    *PACKAGE_REFUSALS,
+    (_upload_package, "Work package type must be DOWNLOAD to obtain a download access WOT"),
+    (_file_not_in_package, "File is not contained in work package"),
+    (_unavailable_file, "File not available for download"),
+]
+
+
+@pytest.mark.parametrize(("arrange", "detail"), WORK_ORDER_REFUSALS)
+def test_wps_refuses_work_order_tokens_as_ghga_does(
+    production: Sandbox, http: requests.Session, user_keys: UserKeys, arrange, detail: str
+) -> None:
+    package_id, token = arrange(production, access_token(production, user_keys.secret_key)[1])
+    answer = http.post(
+        f"{package_url(production, package_id)}/files/{BAM.file_id}/work-order-tokens",
+        headers=bearer(token),
+    )
+    assert answer.status_code == 403
+    assert answer.json() == {"detail": detail}
+    assert not production.requests.matching(path_prefix="/ga4gh")  # the DCS never asked
+
+
+@pytest.mark.parametrize(("arrange", "detail"), PACKAGE_REFUSALS)
+def test_wps_refuses_work_packages_as_ghga_does(
+    production: Sandbox, http: requests.Session, user_keys: UserKeys, arrange, detail: str
+) -> None:
+    package_id, token = arrange(production, access_token(production, user_keys.secret_key)[1])
+    answer = http.get(package_url(production, package_id), headers=bearer(token))
+    assert (answer.status_code, answer.json()) == (403, {"detail": detail})
+
+
+def test_unavailable_file_is_still_listed_and_other_files_still_download(
+    production: Sandbox, http: requests.Session, user_keys: UserKeys
+) -> None:
+    production.work_packages.make_unavailable(BAM.file_id)
+    package_id, token = access_token(production, user_keys.secret_key)
+    details = http.get(package_url(production, package_id), headers=bearer(token)).json()
+    assert BAM.file_id in details["files"]
+    wot = work_order_token(http, production, user_keys.secret_key, BARE.file_id)
+    assert drs_get(http, production, BARE.file_id, wot).status_code == 200
+
+
+def test_upload_package_is_shown_as_one(production: Sandbox, http: requests.Session) -> None:
+    minted = production.work_packages.mint_upload(production.user_public_key)
+    answer = http.get(
+        package_url(production, minted.work_package_id), headers=bearer(minted.access_token)
+    )
+    assert answer.status_code == 200
+    details = answer.json()
+    assert (details["type"], details["files"]) == ("upload", {})
+    assert uuid.UUID(details["research_data_upload_box_id"]).version == 4
+    assert uuid.UUID(details["file_upload_box_id"]).version == 4
+
+
+@pytest.mark.parametrize("suffix", ["", "/files/GHGAF00000000000001/work-order-tokens"])
+def test_wps_wants_a_bearer_token(production: Sandbox, http: requests.Session, suffix) -> None:
+    url = package_url(production, production.work_package.work_package_id) + suffix
+    answer = http.request("POST" if suffix else "GET", url)
+    assert (answer.status_code, answer.json()) == (401, NOT_AUTHENTICATED)
+    assert answer.headers["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    ("package_id", "error"),
+    [
+        (
+            "not-a-uuid",
+            {
+                "type": "uuid_parsing",
+                "loc": ["path", "work_package_id"],
+                "msg": "Input should be a valid UUID, invalid character: found `n` at 0",
+                "input": "not-a-uuid",
+                "ctx": {"error": "invalid character: found `n` at 0"},
+            },
+        ),
+        (
+            "6f0c6a4e-2f4b-1c55-9a37-9d1f3a0c1e55",  # a UUID, but version 1
+            {
+                "type": "uuid_version",
+                "loc": ["path", "work_package_id"],
+                "msg": "UUID version 4 expected",
+                "input": "6f0c6a4e-2f4b-1c55-9a37-9d1f3a0c1e55",
+                "ctx": {"expected_version": 4},
+            },
+        ),
+    ],
+)
+@pytest.mark.parametrize("suffix", ["", "/files/GHGAF00000000000001/work-order-tokens"])
+def test_wps_answers_422_for_a_work_package_id_that_is_no_uuid4(
+    production: Sandbox, http: requests.Session, package_id: str, error: dict, suffix: str
+) -> None:
+    url = package_url(production, package_id) + suffix
+    answer = http.request("POST" if suffix else "GET", url, headers=bearer("A" * 24))
+    assert answer.status_code == 422
+    assert answer.json() == {"detail": [error]}
+
+
+def test_uuid4_errors_read_as_pydantic_writes_them() -> None:
+    """Cross-check with pydantic itself, where it is installed (GHGA's FastAPI uses it)."""
+    pydantic = pytest.importorskip("pydantic")
+    adapter = pydantic.TypeAdapter(pydantic.UUID4)
+    candidates = [
+        "", "abc", "a" * 31, "a" * 32, "a" * 36, "ab-cd", "a-b-c-d-e", "ééé", " " + "a" * 32,
+        "{6f0c6a4e-2f4b-4c55-9a37-9d1f3a0c1e5x}", "urn:uuid:6f0c6a4e-2f4b-4c55-9a37-9d1f3a0c1e55",
+        "6F0C6A4E-2F4B-4C55-9A37-9D1F3A0C1E55", "6f0c6a4e2f4b4c559a379d1f3a0c1e55",
+        "6f0c6a4e-2f4b-4c55-ca37-9d1f3a0c1e55", "6f0c6a4e-2f4b-4c55-9a37-9d1f3a0c1e5",
+        "6f0c6a4e--2f4b-4c55-9a37-9d1f3a0c1e5", "00000000-0000-0000-0000-000000000000",
+    ]  # fmt: skip
+    for candidate in candidates:
+        try:
+            expected = str(adapter.validate_python(candidate))
+        except pydantic.ValidationError as failure:
+            error = failure.errors(include_url=False)[0]
+            expected = (error["type"], error["msg"], error["ctx"])
+        answer = uuid4_or_error(candidate, "work_package_id")
+        if isinstance(answer, uuid.UUID):
+            assert str(answer) == expected, candidate
+        else:
+            [ours] = json.loads(b"".join(answer.body))["detail"]
+            assert (ours["type"], ours["msg"], ours["ctx"]) == expected, candidate
 
 
 # --- Envelope and Crypt4GH ------------------------------------------------------------------
@@ -243,8 +645,8 @@ def test_envelope_logs_no_key_material(
     caplog.set_level("DEBUG")
     assert http.get(f"{sandbox.dcs_url}/objects/{BAM.file_id}/envelopes").status_code == 200
     session_key = sandbox.stored_file(BAM.file_id).session_key.hex()
-    ghga_secret = sandbox.archive._ghga_secret_key.hex()
-    for secret in (session_key, ghga_secret):
+    central_secret = sandbox.archive._central_secret_key.hex()
+    for secret in (session_key, central_secret):
         assert secret not in caplog.text.lower()
 
 

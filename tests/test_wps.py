@@ -276,7 +276,7 @@ def run_batch(settings: Settings, env: dict[str, str]) -> None:
 def test_wps_batch_downloads_files_that_decrypt_to_the_archive_plaintext(
     sandbox_factory, wps_settings, user_keys
 ) -> None:
-    sandbox = sandbox_factory(BATCH, require_work_order_tokens=True)
+    sandbox = sandbox_factory(BATCH, env_clients=False)
     run_batch(wps_settings, sandbox.env())
     for spec in BATCH:
         path = wps_settings.output_dir / f"{spec.file_id}{spec.extension}.c4gh"
@@ -325,7 +325,7 @@ def _client(sandbox: Sandbox, secret_key: bytes) -> WorkPackageClient:
 def test_an_expired_work_order_token_is_replaced_once_and_the_download_succeeds(
     sandbox_factory, wps_settings, user_keys
 ) -> None:
-    sandbox = sandbox_factory(ONE_FILE, require_work_order_tokens=True)
+    sandbox = sandbox_factory(ONE_FILE, env_clients=False)
     package = batch.load_work_package(wps_settings, sandbox.env())
     sandbox.work_packages.expire_next_work_order_tokens(1)
     package.work_order_tokens.discard(ONE_FILE[0].file_id)  # so the next call gets a bad one
@@ -344,7 +344,7 @@ def test_an_expired_work_order_token_is_replaced_once_and_the_download_succeeds(
 def test_envelope_from_any_key_the_wkvs_lists_is_accepted(
     sandbox_factory, wps_settings, user_keys
 ) -> None:
-    sandbox = sandbox_factory(ONE_FILE, require_work_order_tokens=True)
+    sandbox = sandbox_factory(ONE_FILE, env_clients=False)
     keys = sandbox.well_known_values.ghga_public_keys
     sandbox.well_known_values.ghga_public_keys = {"HD00": bytes(range(32)), **keys}
     run_batch(wps_settings, sandbox.env())
@@ -420,7 +420,7 @@ def _every_wot_expired(sandbox: Sandbox, settings: Settings, tmp_path: Path):
 def test_wps_failures_are_clear_errors_and_download_nothing(
     sandbox_factory, wps_settings, tmp_path, arrange, error, exit_code, message
 ) -> None:
-    sandbox = sandbox_factory(BATCH, require_work_order_tokens=True)
+    sandbox = sandbox_factory(BATCH, env_clients=False)
     settings, env = arrange(sandbox, wps_settings, tmp_path)
     with pytest.raises(error, match=message) as caught:
         run_batch(settings, env)
@@ -433,7 +433,7 @@ def test_wps_failures_are_clear_errors_and_download_nothing(
 def test_every_wot_expired_asks_for_exactly_one_fresh_token_per_refusal(
     sandbox_factory, wps_settings
 ) -> None:
-    sandbox = sandbox_factory(ONE_FILE, require_work_order_tokens=True)
+    sandbox = sandbox_factory(ONE_FILE, env_clients=False)
     sandbox.work_packages.expire_next_work_order_tokens(math.inf)
     with pytest.raises(AuthorizationError):
         run_batch(wps_settings, sandbox.env())
@@ -445,7 +445,7 @@ def test_every_wot_expired_asks_for_exactly_one_fresh_token_per_refusal(
 def test_file_withdrawn_from_the_package_is_a_403_and_nothing_is_downloaded(
     sandbox_factory, wps_settings
 ) -> None:
-    sandbox = sandbox_factory(BATCH, require_work_order_tokens=True)
+    sandbox = sandbox_factory(BATCH, env_clients=False)
     package = batch.load_work_package(wps_settings, sandbox.env())
     withdrawn = package.files[1]
     sandbox.work_packages.withdraw_file(sandbox.work_package.work_package_id, withdrawn.file_id)
@@ -517,7 +517,7 @@ def test_dcs_requiring_wots_refuses_bad_ones(
     sandbox_factory, http, user_keys, bearer, status, body_key
 ) -> None:
     files = [*ONE_FILE, SandboxFile("GHGAF00000000000009", ".txt")]
-    sandbox = sandbox_factory(files, require_work_order_tokens=True)
+    sandbox = sandbox_factory(files, env_clients=False)
     if bearer == "other-file":
         bearer = _wot(sandbox, http, user_keys.secret_key, "GHGAF00000000000009")
     headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
@@ -546,7 +546,7 @@ def test_dcs_in_default_mode_still_serves_env_clients_but_checks_wots(
 def test_snakemake_wps_run_downloads_and_leaks_no_token(
     sandbox_factory, tmp_path: Path, user_keys
 ) -> None:
-    sandbox = sandbox_factory(BATCH, require_work_order_tokens=True)
+    sandbox = sandbox_factory(BATCH, env_clients=False)
     workdir = tmp_path / "project"
     workdir.mkdir()
     shutil.copy(user_keys.public_key_path, workdir / "key.pub")

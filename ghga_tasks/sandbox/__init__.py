@@ -1,11 +1,13 @@
 """A local GHGA-compatible Download API and object store, for tests and demos.
 
-Serves the Download Controller (GA4GH DRS) API and an S3-like outbox with presigned,
-expiring URLs on loopback, with real Crypt4GH content and injectable faults. See
-``ghga-protocol.md`` §8 for what it mirrors. Typical use::
+Serves the Well-Known Value Service, the Work Package Service, the Download Controller
+(GA4GH DRS) API and an S3-like outbox with presigned, expiring URLs on loopback, with real
+Crypt4GH content and injectable faults. It behaves as production GHGA by default
+(``docs/protocol.md``); see :mod:`ghga_tasks.sandbox.server` for the two relaxations a
+test may ask for. Typical use::
 
     with Sandbox(files=DEFAULT_FILES, user_public_key=pk) as sandbox:
-        env = sandbox.env()          # GHGA_* variables for a client
+        env = sandbox.env()          # GHGA_* variables for a client (wps: WKVS + token)
 """
 
 from ghga_tasks.sandbox.app import RequestLog, RequestRecord, Router
@@ -20,6 +22,7 @@ from ghga_tasks.sandbox.files import (
 )
 from ghga_tasks.sandbox.server import (
     DEFAULT_FILES,
+    FAST_RETRY_AFTER_MIN,
     Sandbox,
     UserKeyFiles,
     build_app,
@@ -35,6 +38,7 @@ __all__ = [
     "DCS_BASE_PATH",
     "DEFAULT_FILES",
     "ENVELOPE_SIZE",
+    "FAST_RETRY_AFTER_MIN",
     "AuthContext",
     "AuthPolicy",
     "Faults",

@@ -3,15 +3,21 @@
 Shared by the Download Controller and the outbox handlers, which run on many server
 threads at once, so every piece of mutable state here sits behind one lock.
 
-Staging follows the real DCS (protocol §2 D2): a file not yet in the outbox answers 202
-and the *first* 202 starts staging; later probes see the remaining time as
-``Retry-After``, an integer clamped to ``[retry_after_min, retry_after_max]``.
+Staging follows the real DCS (``docs/protocol.md``): a file not yet in the outbox answers
+202 and the *first* 202 starts staging. ``Retry-After`` is not the time left but the DCS's
+*estimate* for the whole file, the same on every probe: its decrypted size at
+``staging_speed`` MB/s, rounded to whole seconds (Python's ``round``, as the DCS does) and
+clamped to ``[retry_after_min, retry_after_max]``. How long staging really takes is the
+file's own ``stage_seconds``, so a client that trusts the estimate may come back early or
+late, as against GHGA.
+
+Envelopes are written as the EKSS writes them: with the archive's own *central* secret key,
+which is not among the data hub keys the WKVS publishes.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +36,12 @@ from ghga_tasks.sandbox.files import (
 from ghga_tasks.sandbox.presign import Presigner
 
 logger = logging.getLogger(__name__)
+
+# The DCS's defaults for its staging estimate (its config: staging_speed in MB/s,
+# retry_after_min and retry_after_max in seconds).
+STAGING_SPEED = 100
+RETRY_AFTER_MIN = 5
+RETRY_AFTER_MAX = 300
 
 
 @dataclass(frozen=True)
@@ -63,9 +75,10 @@ class Archive:
         workdir: Path,
         *,
         url_ttl: float = 30.0,
-        retry_after_min: int = 1,
-        retry_after_max: int = 300,
-        ghga_secret_key: bytes | None = None,
+        staging_speed: int = STAGING_SPEED,
+        retry_after_min: int = RETRY_AFTER_MIN,
+        retry_after_max: int = RETRY_AFTER_MAX,
+        central_secret_key: bytes | None = None,
         clock: Callable[[], float] = time.monotonic,
         object_base_url: str | None = None,
     ) -> None:
@@ -75,11 +88,13 @@ class Archive:
         # an nginx serving ``<workdir>/outbox`` at ``/s3/outbox/`` (it ignores the query),
         # so the Python object store is not what gets measured. May change between runs.
         self.object_base_url = object_base_url
+        self.staging_speed = staging_speed
         self.retry_after_min = retry_after_min
         self.retry_after_max = retry_after_max
         self.presigner = Presigner()
-        self._ghga_secret_key = ghga_secret_key or generate_secret_key()
-        self.ghga_public_key = public_key_of(self._ghga_secret_key)
+        # The EKSS's server key: it writes every envelope and is published nowhere.
+        self._central_secret_key = central_secret_key or generate_secret_key()
+        self.central_public_key = public_key_of(self._central_secret_key)
         self._clock = clock
         self._lock = threading.Lock()
         self._staging_started: dict[str, float] = {}
@@ -98,10 +113,9 @@ class Archive:
         now = self._clock()
         with self._lock:
             started = self._staging_started.setdefault(file_id, now)
-        remaining = started + stage_seconds - now
-        if remaining <= 0:
+        if now >= started + stage_seconds:
             return Staged(stored)
-        return Staging(self._retry_after(remaining))
+        return Staging(self.estimated_staging_seconds(file_id))
 
     def in_outbox(self, file_id: str) -> bool:
         """Whether the object can be fetched now (no side effect, unlike :meth:`probe`)."""
@@ -129,7 +143,7 @@ class Archive:
         stored = self.stored.get(file_id)
         if stored is None:
             return None
-        return make_envelope(stored.session_key, self._ghga_secret_key, user_public_key)
+        return make_envelope(stored.session_key, self._central_secret_key, user_public_key)
 
     def url_ttl_for(self, file_id: str) -> float:
         """Lifetime of a presigned URL issued now for ``file_id`` (a fault may shorten it)."""
@@ -155,9 +169,15 @@ class Archive:
             else:
                 self._faults.pop(file_id, None)
 
-    def _retry_after(self, remaining: float) -> int:
-        seconds = self.retry_after_max if math.isinf(remaining) else math.ceil(remaining)
-        return max(self.retry_after_min, min(self.retry_after_max, seconds))
+    def estimated_staging_seconds(self, file_id: str) -> int:
+        """The DCS's ``Retry-After`` for a file being staged (see the module docstring).
+
+        Unknown files get the minimum (an injected fault may report one as staging).
+        """
+        spec = self.specs.get(file_id)
+        size = spec.size if spec is not None else 0
+        estimate = round(size / (self.staging_speed * 1e6))
+        return min(max(estimate, self.retry_after_min), self.retry_after_max)
 
 
 def _index_specs(files: Sequence[SandboxFile]) -> dict[str, SandboxFile]:

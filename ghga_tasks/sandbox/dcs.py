@@ -1,17 +1,22 @@
-"""The Download Controller (GA4GH DRS) API as the GHGA DCS serves it (protocol §2 D1-D3).
+"""The Download Controller (GA4GH DRS) API as the GHGA DCS serves it (``docs/protocol.md``).
 
-Auth hook: every object route first asks an :data:`AuthPolicy` who is calling. In env
-mode (:func:`optional_bearer`) a ``Bearer`` header is accepted but not required, and the
-envelope goes to the configured user key. :func:`work_order_token_policy` verifies a
-work order token (signature, expiry, claims), answers 401/403 itself (returning a
-:class:`Response`), and otherwise returns the token's ``user_public_crypt4gh_key`` and
-``accession``, which is where the real DCS takes the envelope's recipient from.
+Auth, as the DCS does it: every object route first asks an :data:`AuthPolicy` who is
+calling. :func:`work_order_token_policy` is the DCS's own: no bearer (or not a bearer) is
+FastAPI ``HTTPBearer``'s 401 ``Not authenticated`` with ``WWW-Authenticate: Bearer``; a
+bearer that is not a genuine, unexpired work order token (60 s leeway) is 401 ``Invalid
+authentication credentials`` without that header; a token for another file is 403
+``wrongFileAuthorizationError``. Otherwise it returns the token's
+``user_public_crypt4gh_key``, which is where the real DCS takes the envelope's recipient
+from. With ``env_clients`` (the project's ``env`` work package source, which production
+cannot serve) a request without a JWT-shaped bearer is served for the configured user key
+instead; JWT-shaped bearers are still verified strictly.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,7 +27,7 @@ from ghga_tasks.sandbox.archive import Archive, Missing, Staged, Staging
 from ghga_tasks.sandbox.faults import Faults, retry_after_header
 from ghga_tasks.sandbox.files import StoredFile
 from ghga_tasks.sandbox.presign import OUTBOX_PATH
-from ghga_tasks.sandbox.wps import invalid_credentials, not_authenticated
+from ghga_tasks.sandbox.service_errors import invalid_credentials, not_authenticated
 
 logger = logging.getLogger(__name__)
 
@@ -52,26 +57,30 @@ def optional_bearer(user_public_key: bytes) -> AuthPolicy:
 
 
 def work_order_token_policy(
-    verify: Callable[[str], Mapping[str, Any] | None], fallback: AuthPolicy | None = None
+    verify: Callable[[str], Mapping[str, Any] | None], env_clients: AuthPolicy | None = None
 ) -> AuthPolicy:
-    """The real DCS's policy: a valid work order token for this very object (§2 D2).
+    """The real DCS's policy: a valid work order token for this very object.
 
-    ``verify`` returns the claims of a genuine, unexpired token, else None. With a
-    ``fallback`` (the sandbox's default), requests without a JWT-shaped bearer are left
-    to it, so env-mode clients keep working next to WPS-mode ones; without one, such
-    requests get the real DCS's 401.
+    ``verify`` returns the claims of a genuine, unexpired token, else None. With
+    ``env_clients``, requests without a JWT-shaped bearer are left to it (so env-mode
+    clients can be served next to WPS-mode ones); without it, they get the DCS's 401.
     """
 
     def policy(request: Request, object_id: str) -> AuthContext | Response:
         token = request.bearer_token
-        if fallback is not None and (token is None or token.count(".") != 2):
-            return fallback(request, object_id)
+        if env_clients is not None and not _jwt_shaped(token):
+            return env_clients(request, object_id)
         response = _check_work_order_token(token, verify, object_id)
         if isinstance(response, Response):
             response.file_id = object_id
         return response
 
     return policy
+
+
+def _jwt_shaped(token: str | None) -> bool:
+    """A compact JWS has three dot-separated parts; anything else is no work order token."""
+    return token is not None and token.count(".") == 2
 
 
 def _check_work_order_token(
@@ -82,19 +91,30 @@ def _check_work_order_token(
     claims = verify(token)
     if claims is None:
         return invalid_credentials()
+    key = _crypt4gh_key(claims.get("user_public_crypt4gh_key"))
+    if key is None:  # the DCS's claims model refuses it: still an invalid token
+        return invalid_credentials()
     if claims.get("accession") != object_id:
-        return httpyexpect_error(
-            403,
-            "wrongFileAuthorizationError",
-            "Endpoint file ID did not match file ID announced in work order token.",
-        )
-    try:
-        key = base64.b64decode(str(claims["user_public_crypt4gh_key"]), validate=True)
-    except (binascii.Error, ValueError):
-        return invalid_credentials()
-    if len(key) != 32:
-        return invalid_credentials()
+        return wrong_file()
     return AuthContext(user_public_key=key, accession=object_id)
+
+
+def _crypt4gh_key(claim: object) -> bytes | None:
+    """The 32 raw bytes of a base64 Crypt4GH public key claim, or None."""
+    try:
+        key = base64.b64decode(str(claim), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return key if len(key) == 32 else None
+
+
+def wrong_file() -> Response:
+    """The DCS's 403 when the token's file is not the one in the path."""
+    return httpyexpect_error(
+        403,
+        "wrongFileAuthorizationError",
+        "Endpoint file ID did not match file ID announced in work order token.",
+    )
 
 
 def no_such_object(object_id: str) -> Response:
@@ -129,7 +149,8 @@ class DownloadControllerApi:
         context = self.auth(request, object_id)
         if isinstance(context, Response):
             return context
-        response = _faulty_probe(faults, object_id, self.archive.retry_after_min)
+        estimate = self.archive.estimated_staging_seconds(object_id)
+        response = _faulty_probe(faults, object_id, estimate)
         if response is not None:
             return response
         match self.archive.probe(object_id):
@@ -170,16 +191,25 @@ class DownloadControllerApi:
         accession = stored.spec.file_id
         faults = self.archive.faults(accession)
         size = faults.take_drs_size() if faults else None
-        body = {
+        body = {  # the DCS's response model, fields in its order
+            "access_methods": [{"access_url": {"url": url}, "type": "s3"}],
+            "checksums": [{"checksum": stored.sha256, "type": "sha-256"}],
+            "created_time": stored.created_time,
             "id": accession,
             "self_uri": f"drs://{request.host}/{accession}",
             "size": stored.encrypted_size if size is None else size,
-            "created_time": stored.created_time,
-            "checksums": [{"checksum": stored.sha256, "type": "sha-256"}],
-            "access_methods": [{"type": "s3", "access_url": {"url": url}}],
         }
         cache = f"max-age={max(0, int(ttl))}, private"
-        return json_response(200, body, headers=[("Cache-Control", cache)])
+        return untyped_json_response(200, body, headers=[("Cache-Control", cache)])
+
+
+def untyped_json_response(
+    status: int, payload: object, *, headers: list[tuple[str, str]]
+) -> Response:
+    """Compact JSON without ``Content-Type``: the DCS sends its DRS object as a plain
+    response built from the model's JSON, and sets no media type."""
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return Response(status, [body], [("Content-Length", str(len(body))), *headers])
 
 
 # --- injected API faults (see ghga_tasks.sandbox.faults) ----------------------------------
@@ -215,9 +245,8 @@ def _faulty_probe(faults: Faults | None, object_id: str, retry_after: int) -> Re
     elif override == "staging":
         response = staging_response(str(retry_after), faults)
     elif override == "malformed":
-        body = b'{"id": "' + object_id.encode() + b'", "size": 12'  # cut mid-object
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-        response = Response(200, [body], headers)
+        body = b'{"id":"' + object_id.encode() + b'","size":12'  # cut mid-object
+        response = Response(200, [body], [("Content-Length", str(len(body)))])
     else:
         return None
     response.file_id = object_id

@@ -12,6 +12,12 @@ Design notes:
   unauthenticated download URLs and must not be reachable from the network by accident.
 - :meth:`Sandbox.start` returns only once ``/health`` answers, and :func:`serve` writes
   the env file only after that, so a script waiting for the file can use it at once.
+- Strict by default, as production GHGA (``docs/protocol.md``): every Download API call
+  needs a valid work order token, ``Retry-After`` is the DCS's estimate clamped to
+  [5, 300] s, and envelopes are written with a central key the WKVS does not publish.
+  ``env_clients=True`` also serves the project's ``env`` work package source (no token),
+  and a smaller ``retry_after_min`` (:data:`FAST_RETRY_AFTER_MIN`) keeps tests quick; both
+  only when asked for.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from waitress.server import TcpWSGIServer
 
 from ghga_tasks.core.errors import ConfigurationError
 from ghga_tasks.sandbox.app import RequestLog, Router, SandboxApp
-from ghga_tasks.sandbox.archive import Archive
+from ghga_tasks.sandbox.archive import RETRY_AFTER_MAX, RETRY_AFTER_MIN, STAGING_SPEED, Archive
 from ghga_tasks.sandbox.dcs import (
     DCS_BASE_PATH,
     DownloadControllerApi,
@@ -53,15 +59,15 @@ from ghga_tasks.sandbox.files import (
     KEY_SIZE,
     SandboxFile,
     StoredFile,
+    generate_secret_key,
     guard_crypt4gh_key_logs,
     public_key_of,
 )
 from ghga_tasks.sandbox.outbox import OutboxApi
 from ghga_tasks.sandbox.presign import OUTBOX_PATH
+from ghga_tasks.sandbox.wkvs import STORAGE_ALIASES, WKVS_BASE_PATH, WellKnownValuesApi
 from ghga_tasks.sandbox.wps import (
-    WKVS_BASE_PATH,
     MintedWorkPackage,
-    WellKnownValuesApi,
     WorkOrderSigner,
     WorkPackageApi,
     files_of,
@@ -72,6 +78,8 @@ logger = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 _LOOP_SLICE = 0.5  # seconds one poll may block; stop() wakes it through the trigger
 _READY_TIMEOUT = 10.0
+FAST_RETRY_AFTER_MIN = 1
+"""``retry_after_min`` for quick runs (tests, ``ghga-tasks sandbox --fast-staging``)."""
 
 DEFAULT_FILES: tuple[SandboxFile, ...] = (
     SandboxFile("GHGAF00000000000001", ".bam", 3_000_000),
@@ -85,25 +93,30 @@ DEFAULT_FILES: tuple[SandboxFile, ...] = (
 def build_app(
     archive: Archive,
     user_public_key: bytes,
-    work_packages: WorkPackageApi | None = None,
+    work_packages: WorkPackageApi,
     well_known_values: WellKnownValuesApi | None = None,
     *,
-    require_work_order_tokens: bool = False,
+    env_clients: bool = False,
 ) -> SandboxApp:
-    """The WSGI app: Download Controller and outbox (env mode), plus, with
-    ``work_packages``, the WKVS and WPS, and a DCS that verifies work order tokens."""
+    """The WSGI app: WKVS, WPS, a Download Controller that verifies work order tokens,
+    and the outbox. With ``env_clients``, the Download Controller also serves requests
+    without a JWT-shaped bearer, for ``user_public_key`` (the ``env`` source)."""
     app = SandboxApp(Router(), RequestLog())
-    auth = optional_bearer(user_public_key)
-    if work_packages is not None:
-        fallback = None if require_work_order_tokens else auth
-        auth = work_order_token_policy(work_packages.signer.verify, fallback)
-        if well_known_values is None:
-            well_known_values = WellKnownValuesApi({"HD01": archive.ghga_public_key}, DCS_BASE_PATH)
-        well_known_values.register(app.router)
-        work_packages.register(app.router)
+    env_policy = optional_bearer(user_public_key) if env_clients else None
+    auth = work_order_token_policy(work_packages.signer.verify, env_policy)
+    if well_known_values is None:
+        well_known_values = WellKnownValuesApi(hub_public_keys(), DCS_BASE_PATH)
+    well_known_values.register(app.router)
+    work_packages.register(app.router)
     DownloadControllerApi(archive, auth).register(app.router)
     OutboxApi(archive).register(app.router)
     return app
+
+
+def hub_public_keys(aliases: Sequence[str] = STORAGE_ALIASES) -> dict[str, bytes]:
+    """A fresh public key per data hub (storage alias). Their secret halves are dropped:
+    they would only decrypt uploads, which the sandbox does not take."""
+    return {alias: public_key_of(generate_secret_key()) for alias in aliases}
 
 
 class Sandbox:
@@ -114,6 +127,11 @@ class Sandbox:
     A stopped sandbox can start again on the same port with the same files (to test a
     client across a server restart), unless it generated them in its own temporary
     directory, which :meth:`stop` removes.
+
+    Production behaviour by default; ``env_clients=True`` serves the ``env`` work package
+    source too, ``retry_after_min=FAST_RETRY_AFTER_MIN`` makes staging answers quicker.
+    ``staging_speed`` (MB/s), ``retry_after_min`` and ``retry_after_max`` (s) are the
+    DCS's settings for its ``Retry-After`` estimate.
     """
 
     def __init__(
@@ -125,12 +143,13 @@ class Sandbox:
         port: int = 0,
         host: str = LOOPBACK,
         url_ttl: float = 30.0,
-        retry_after_min: int = 1,
-        retry_after_max: int = 300,
+        staging_speed: int = STAGING_SPEED,
+        retry_after_min: int = RETRY_AFTER_MIN,
+        retry_after_max: int = RETRY_AFTER_MAX,
         threads: int = 16,
         user_id: str | None = None,
         object_base_url: str | None = None,
-        require_work_order_tokens: bool = False,
+        env_clients: bool = False,
     ) -> None:
         if len(user_public_key) != KEY_SIZE:
             raise ValueError("user_public_key must be the 32 raw bytes of an X25519 key")
@@ -148,24 +167,25 @@ class Sandbox:
             files,
             self.workdir,
             url_ttl=url_ttl,
+            staging_speed=staging_speed,
             retry_after_min=retry_after_min,
             retry_after_max=retry_after_max,
             object_base_url=object_base_url,
         )
-        # The WKVS and WPS (protocol §2): one work package for all files, minted up front.
+        # The WKVS and WPS: one work package for all files, minted up front.
         self.work_packages = WorkPackageApi(WorkOrderSigner())
-        self.well_known_values = WellKnownValuesApi(
-            {"HD01": self.archive.ghga_public_key}, DCS_BASE_PATH
-        )
+        self.hub_public_keys = hub_public_keys()
+        self.well_known_values = WellKnownValuesApi(self.hub_public_keys, DCS_BASE_PATH)
         self.work_package: MintedWorkPackage = self.work_packages.mint(
             files_of(files), self.user_public_key
         )
+        self.env_clients = env_clients
         self.app = build_app(
             self.archive,
             self.user_public_key,
             self.work_packages,
             self.well_known_values,
-            require_work_order_tokens=require_work_order_tokens,
+            env_clients=env_clients,
         )
         self._server: TcpWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -277,7 +297,9 @@ class Sandbox:
 
     @property
     def ghga_public_key(self) -> bytes:
-        return self.archive.ghga_public_key
+        """GHGA's central public key: the writer of every envelope. Not in the WKVS,
+        which lists the data hubs' keys (:attr:`hub_public_keys`)."""
+        return self.archive.central_public_key
 
     @property
     def requests(self) -> RequestLog:
@@ -288,8 +310,8 @@ class Sandbox:
         return tuple(self.archive.specs.values())
 
     def env(self) -> dict[str, str]:
-        """The ``GHGA_*`` variables a client needs for this sandbox: the env work package,
-        and the two the ``wps`` source needs (CONTRACT.md)."""
+        """The ``GHGA_*`` variables a client needs for this sandbox: the env work package
+        (served only with ``env_clients``), and the two the ``wps`` source needs."""
         specs = self.files
         return {
             "GHGA_DOWNLOAD_API_URL": self.dcs_url,
@@ -536,6 +558,8 @@ def serve(
     on_ready: Callable[[Sandbox], None] | None = None,
     stop_event: threading.Event | None = None,
     faults: Sequence[tuple[str | None, Faults]] = (),
+    env_clients: bool = False,
+    retry_after_min: int = RETRY_AFTER_MIN,
 ) -> None:
     """Run a sandbox until SIGINT/SIGTERM (or ``stop_event``), then stop cleanly.
 
@@ -543,6 +567,7 @@ def serve(
     the ``GHGA_*`` variables once ``/health`` answers and is removed again on stop, so
     it never points at a dead server. ``on_ready`` lets the CLI print the environment.
     ``faults`` are injected before the env file appears (``Sandbox.apply_faults``).
+    ``env_clients`` and ``retry_after_min`` are :class:`Sandbox`'s (strict by default).
     """
     keys = ensure_user_keypair(directory)
     stop = stop_event or threading.Event()
@@ -556,6 +581,8 @@ def serve(
         port=port,
         host=host,
         url_ttl=url_ttl,
+        env_clients=env_clients,
+        retry_after_min=retry_after_min,
     )
     with _stop_on_signals(stop), sandbox:
         sandbox.apply_faults(faults)
@@ -600,12 +627,14 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 __all__ = [
     "DEFAULT_FILES",
+    "FAST_RETRY_AFTER_MIN",
     "LOOPBACK",
     "Sandbox",
     "UserKeyFiles",
     "build_app",
     "ensure_user_keypair",
     "format_env",
+    "hub_public_keys",
     "parse_file_specs",
     "parse_size",
     "sandbox_file_id",

@@ -1,28 +1,35 @@
-"""The sandbox's Well-Known Value Service and Work Package Service (protocol §2 W1, P1, P2).
+"""The sandbox's Work Package Service (``docs/protocol.md``), download half.
 
-    WellKnownValuesApi   GET /.well-known/values, /.well-known/values/{name}, /health
-    WorkPackageApi       GET  /wps/work-packages/{id}
-                         POST /wps/work-packages/{id}/files/{accession}/work-order-tokens
-    WorkOrderSigner      ES256 key pair: the WPS signs work order tokens, the DCS verifies
+    WorkPackageApi    GET  /wps/work-packages/{id}
+                      POST /wps/work-packages/{id}/files/{accession}/work-order-tokens
+    WorkOrderSigner   ES256 key pair: the WPS signs work order tokens, the DCS verifies
+                      them as GHGA's DCS does (60 s leeway on ``exp``)
 
-There is no data portal, so :meth:`WorkPackageApi.mint` plays its part (§8 "Token
-minting"): it makes a work package for a user key and returns the download token
+There is no data portal, so :meth:`WorkPackageApi.mint` plays its part: it makes a
+work package for a user key and returns the download token
 ``<id>:<base64 SealedBox(access token)>`` once; only the token's SHA-256 is kept for
 checking, as the real WPS does. Tests can still read everything that was handed out
 (:attr:`WorkPackageApi.issued_secrets`) to prove a client never leaks it.
 
-Faults for client tests, all off by default: WKVS values left out or replaced
-(:attr:`WellKnownValuesApi.omit`, :attr:`~WellKnownValuesApi.overrides`), work order
-tokens issued already expired (:meth:`WorkPackageApi.expire_next_work_order_tokens`) or
-claiming another user key (:attr:`WorkPackageApi.claimed_user_key`), files withdrawn
-from a package (:meth:`WorkPackageApi.withdraw_file`).
+Refusals are the WPS's, checked in its order: no bearer 401; a work package ID that is no
+UUID4 422; then 403 with a ``detail``: ``Work package not found``, ``Invalid work package
+access token``, ``Work package has expired``, ``Download access has been revoked``; and
+for a work order token also ``Work package type must be DOWNLOAD to obtain a download
+access WOT``, ``File is not contained in work package``, ``File not available for
+download``.
+
+Hooks for client tests, all off by default: :meth:`~WorkPackageApi.revoke` a package,
+:meth:`~WorkPackageApi.make_unavailable` a file (its work order tokens are refused),
+:meth:`~WorkPackageApi.mint_upload` a package of the wrong type,
+:meth:`~WorkPackageApi.withdraw_file` from a package, work order tokens issued already
+expired (:meth:`~WorkPackageApi.expire_next_work_order_tokens`) or claiming another user
+key (:attr:`~WorkPackageApi.claimed_user_key`).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import math
 import re
 import secrets
 import string
@@ -39,34 +46,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from nacl.public import PublicKey, SealedBox
 
 from ghga_tasks.sandbox.app import Request, Response, Router, json_response
-from ghga_tasks.sandbox.presign import OUTBOX_PATH
+from ghga_tasks.sandbox.service_errors import forbidden, not_authenticated, uuid4_or_error
 
-WKVS_BASE_PATH = "/.well-known"
 WPS_BASE_PATH = "/wps"
-UCS_BASE_PATH = "/ucs"  # listed because the official client insists; never served
 WORK_ORDER_TOKEN_LIFETIME = 30  # seconds, as the real WPS (WORK_ORDER_TOKEN_VALID_SECONDS)
+WORK_ORDER_TOKEN_LEEWAY = 60  # seconds the DCS still accepts a token after its exp
+EXPIRED_BEYOND_LEEWAY = WORK_ORDER_TOKEN_LEEWAY + 30  # how stale "expired" tokens are issued
 WORK_PACKAGE_VALID_DAYS = 30
 ACCESS_TOKEN_LENGTH = 24
 REQUIRED_CLAIMS = ("work_type", "file_id", "accession", "user_public_crypt4gh_key", "iat", "exp")
+DOWNLOAD, UPLOAD = "download", "upload"
 _PACKAGE_ID = r"(?P<package_id>[^/]+)"
 _ACCESSION = r"(?P<accession>[^/]+)"
 _FILE_ID_NAMESPACE = uuid.UUID("6f0c6a4e-2f4b-4c55-9a37-9d1f3a0c1e55")
-
-
-def not_authenticated() -> Response:
-    """FastAPI ``HTTPBearer``'s answer to a missing bearer token (§2)."""
-    return json_response(
-        401, {"detail": "Not authenticated"}, headers=[("WWW-Authenticate", "Bearer")]
-    )
-
-
-def invalid_credentials() -> Response:
-    """GHGA's auth policies' answer to a bad or expired JWT (§2)."""
-    return json_response(401, {"detail": "Invalid authentication credentials"})
-
-
-def forbidden(reason: str) -> Response:
-    return json_response(403, {"detail": reason})
 
 
 def internal_file_id(accession: str) -> str:
@@ -75,35 +67,63 @@ def internal_file_id(accession: str) -> str:
 
 
 def seal(plaintext: str, public_key: bytes) -> str:
-    """base64 of a NaCl SealedBox to a Crypt4GH public key, as GHGA seals tokens (§3.2)."""
+    """base64 of a NaCl SealedBox to a Crypt4GH public key, as GHGA seals tokens."""
     return base64.b64encode(SealedBox(PublicKey(public_key)).encrypt(plaintext.encode())).decode()
 
 
 class WorkOrderSigner:
-    """The WPS's signing key and the DCS's check of what it signed (ES256, §3.3)."""
+    """The WPS's signing key, and the DCS's check of what it signed (ES256).
 
-    def __init__(self) -> None:
+    The check is the one GHGA's DCS makes through its JWT library: signature, the
+    required claims, numeric time claims, ``exp`` no more than
+    :data:`WORK_ORDER_TOKEN_LEEWAY` seconds in the past (``nbf``, if present, no more
+    than that in the future; ``iat`` is not compared with the clock), and a download
+    work type.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._private_key = ec.generate_private_key(ec.SECP256R1())
         self._public_key = self._private_key.public_key()
+        self._clock = clock
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         # The real WPS sends a bare {"alg": "ES256"} header; PyJWT adds "typ" unless told not to.
         return jwt.encode(dict(claims), self._private_key, algorithm="ES256", headers={"typ": None})
 
     def verify(self, token: str) -> dict[str, Any] | None:
-        """The claims if signature, expiry and required claims check out, else None."""
+        """The claims of a genuine, current download work order token, else None."""
         try:
             claims = jwt.decode(
                 token,
                 self._public_key,
                 algorithms=["ES256"],
-                options={"require": list(REQUIRED_CLAIMS)},
+                # Time claims are checked below, with the DCS's own leeway rules.
+                options={
+                    "require": list(REQUIRED_CLAIMS),
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
         except jwt.PyJWTError:
             return None
-        if claims.get("work_type") != "download":
+        if claims.get("work_type") != DOWNLOAD or not self._current(claims):
             return None
         return dict(claims)
+
+    def _current(self, claims: Mapping[str, Any]) -> bool:
+        """Whether the time claims are numbers and the token is within its leeway."""
+        times = {name: claims[name] for name in ("exp", "nbf", "iat") if name in claims}
+        if not all(_is_number(value) for value in times.values()):
+            return False
+        now = self._clock()
+        if times["exp"] < now - WORK_ORDER_TOKEN_LEEWAY:
+            return False
+        return "nbf" not in times or times["nbf"] <= now + WORK_ORDER_TOKEN_LEEWAY
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -122,48 +142,9 @@ class _StoredPackage:
     user_public_key: bytes
     created: float  # epoch seconds
     expires: float
-
-
-class WellKnownValuesApi:
-    """``/.well-known/values``: where the other APIs are and GHGA's Crypt4GH keys (W1-W3)."""
-
-    def __init__(self, ghga_public_keys: Mapping[str, bytes], dcs_base_path: str) -> None:
-        self.ghga_public_keys = dict(ghga_public_keys)
-        self.dcs_base_path = dcs_base_path
-        self.omit: set[str] = set()  # fault: leave these values out of the answer
-        self.overrides: dict[str, Any] = {}  # fault: answer these values instead
-
-    def register(self, router: Router, base_path: str = WKVS_BASE_PATH) -> None:
-        router.add("GET", f"{re.escape(base_path)}/health", self.health)
-        router.add("GET", f"{re.escape(base_path)}/values", self.values)
-        router.add("GET", f"{re.escape(base_path)}/values/(?P<name>[^/]+)", self.value)
-
-    def health(self, request: Request) -> Response:
-        return json_response(200, {"status": "OK"})
-
-    def all_values(self, base_url: str) -> dict[str, Any]:
-        keys = {
-            alias: base64.b64encode(key).decode() for alias, key in self.ghga_public_keys.items()
-        }
-        values: dict[str, Any] = {
-            "crypt4gh_public_keys": keys,
-            "wps_api_url": f"{base_url}{WPS_BASE_PATH}",
-            "dcs_api_url": f"{base_url}{self.dcs_base_path}",
-            "ucs_api_url": f"{base_url}{UCS_BASE_PATH}",
-            "storage_aliases": {"HD01": f"{base_url}{OUTBOX_PATH}"},
-            "storage_labels": {"HD01": "Sandbox data hub"},
-        }
-        values.update(self.overrides)
-        return {name: value for name, value in values.items() if name not in self.omit}
-
-    def values(self, request: Request) -> Response:
-        return json_response(200, self.all_values(request.base_url))
-
-    def value(self, request: Request, name: str) -> Response:
-        values = self.all_values(request.base_url)
-        if name not in values:
-            return json_response(404, {"detail": f"The value {name} is not configured"})
-        return json_response(200, {name: values[name]})
+    work_type: str = DOWNLOAD
+    revoked: bool = False  # the user's access to the dataset (or box) was withdrawn
+    upload_box_ids: tuple[str, str] | None = None  # research data box, file box (upload)
 
 
 class WorkPackageApi:
@@ -174,7 +155,9 @@ class WorkPackageApi:
         self._clock = clock
         self._lock = threading.Lock()
         self._packages: dict[str, _StoredPackage] = {}
+        self._unavailable: set[str] = set()  # accessions without an accession -> file ID map
         self._expire_next = 0.0
+        self._expired_for = float(EXPIRED_BEYOND_LEEWAY)
         self.work_order_token_lifetime: float = WORK_ORDER_TOKEN_LIFETIME
         self.claimed_user_key: bytes | None = None  # fault: WOTs claim this key instead
         self.issued_secrets: list[str] = []  # every token handed out, for leak tests
@@ -200,17 +183,32 @@ class WorkPackageApi:
         *,
         valid_seconds: float = WORK_PACKAGE_VALID_DAYS * 86400,
     ) -> MintedWorkPackage:
-        """A new work package for ``files`` (accession -> extension), sealed to the user."""
+        """A new download work package for ``files`` (accession -> extension)."""
+        dotted = {accession: _dotted(ext) for accession, ext in files.items()}
+        return self._store(dotted, user_public_key, valid_seconds, DOWNLOAD)
+
+    def mint_upload(
+        self, user_public_key: bytes, *, valid_seconds: float = WORK_PACKAGE_VALID_DAYS * 86400
+    ) -> MintedWorkPackage:
+        """Test hook: an *upload* work package (no files), whose download token a user
+        might paste by mistake; the WPS refuses download work order tokens for it."""
+        return self._store({}, user_public_key, valid_seconds, UPLOAD)
+
+    def _store(
+        self, files: dict[str, str], user_public_key: bytes, valid_seconds: float, work_type: str
+    ) -> MintedWorkPackage:
         package_id = str(uuid.uuid4())
         alphabet = string.ascii_letters + string.digits
         access_token = "".join(secrets.choice(alphabet) for _ in range(ACCESS_TOKEN_LENGTH))
         now = self._clock()
         stored = _StoredPackage(
             token_sha256=hashlib.sha256(access_token.encode()).hexdigest(),
-            files={accession: _dotted(ext) for accession, ext in files.items()},
+            files=files,
             user_public_key=bytes(user_public_key),
             created=now,
             expires=now + valid_seconds,
+            work_type=work_type,
+            upload_box_ids=(str(uuid.uuid4()), str(uuid.uuid4())) if work_type == UPLOAD else None,
         )
         download_token = f"{package_id}:{seal(access_token, user_public_key)}"
         with self._lock:
@@ -218,44 +216,65 @@ class WorkPackageApi:
             self.issued_secrets += [download_token, access_token]
         return MintedWorkPackage(package_id, download_token, access_token)
 
+    # --- test hooks -------------------------------------------------------------------------
+
     def withdraw_file(self, package_id: str, accession: str) -> None:
-        """Fault: take a file out of a package (as if access to it was revoked)."""
+        """Take a file out of a package: its WOTs get ``File is not contained ...``."""
         with self._lock:
             del self._packages[package_id].files[accession]
 
-    def expire_next_work_order_tokens(self, count: float = 1) -> None:
-        """Fault: the next ``count`` WOTs (``math.inf``: all) are issued already expired."""
+    def revoke(self, package_id: str) -> None:
+        """The user's access was revoked: every call for the package gets
+        ``Download access has been revoked``."""
+        with self._lock:
+            self._packages[package_id].revoked = True
+
+    def make_unavailable(self, accession: str) -> None:
+        """The WPS knows no file ID for ``accession`` (in any package): its work order
+        token requests get ``File not available for download``."""
+        with self._lock:
+            self._unavailable.add(accession)
+
+    def expire_next_work_order_tokens(
+        self, count: float = 1, *, expired_for: float = EXPIRED_BEYOND_LEEWAY
+    ) -> None:
+        """The next ``count`` WOTs (``math.inf``: all) are issued with an ``exp`` that
+        passed ``expired_for`` seconds ago. The default lies beyond the DCS's leeway, so
+        the DCS refuses them; less than :data:`WORK_ORDER_TOKEN_LEEWAY` it accepts them."""
         with self._lock:
             self._expire_next = count
+            self._expired_for = expired_for
 
     # --- P1 and P2 ------------------------------------------------------------------------
 
     def get_work_package(self, request: Request, package_id: str) -> Response:
-        """P1: the work package's details, for the holder of its access token."""
+        """The work package's details, for the holder of its access token."""
         found = self._authorized_package(request, package_id)
         if isinstance(found, Response):
             return found
+        rdub_id, file_box_id = found.upload_box_ids or (None, None)
         return json_response(
             200,
-            {
-                "type": "download",
+            {  # the WPS's WorkPackageDetails, fields in its order
+                "type": found.work_type,
                 "files": dict(found.files),
+                "research_data_upload_box_id": rdub_id,
+                "file_upload_box_id": file_box_id,
                 "created": _iso(found.created),
                 "expires": _iso(found.expires),
-                "research_data_upload_box_id": None,
-                "file_upload_box_id": None,
             },
         )
 
     def create_work_order_token(
         self, request: Request, package_id: str, accession: str
     ) -> Response:
-        """P2: a WOT for one file, sealed to the package's user key; 201 with a JSON string."""
+        """A WOT for one file, sealed to the package's user key; 201 with a JSON string."""
         found = self._authorized_package(request, package_id)
         if isinstance(found, Response):
             return found
-        if accession not in found.files:
-            return forbidden("File is not contained in work package")
+        refusal = self._work_order_refusal(found, accession)
+        if refusal is not None:
+            return forbidden(refusal)
         token = self.signer.sign(self._claims(accession, found.user_public_key))
         sealed = seal(token, found.user_public_key)
         with self._lock:
@@ -264,54 +283,59 @@ class WorkPackageApi:
         response.file_id = accession
         return response
 
+    def _work_order_refusal(self, package: _StoredPackage, accession: str) -> str | None:
+        """Why the WPS will not issue a download WOT for ``accession`` (its order), or None."""
+        if package.work_type != DOWNLOAD:
+            return "Work package type must be DOWNLOAD to obtain a download access WOT"
+        if accession not in package.files:
+            return "File is not contained in work package"
+        with self._lock:
+            if accession in self._unavailable:
+                return "File not available for download"
+        return None
+
     def _authorized_package(self, request: Request, package_id: str) -> _StoredPackage | Response:
-        """The package, or the WPS's 401/403/422 answer (reasons as in M ``repository.py``)."""
+        """The package, or the WPS's 401/422/403 answer (checks in the WPS's order)."""
         token = request.bearer_token
         if token is None:
             return not_authenticated()
-        try:
-            uuid.UUID(package_id)
-        except ValueError:
-            return json_response(
-                422,
-                {
-                    "detail": [
-                        {
-                            "loc": ["path", "work_package_id"],
-                            "msg": "Input should be a valid UUID",
-                            "type": "uuid_parsing",
-                        }
-                    ]
-                },
-            )
+        parsed = uuid4_or_error(package_id, "work_package_id")
+        if isinstance(parsed, Response):
+            return parsed
         with self._lock:
-            stored = self._packages.get(package_id)
+            stored = self._packages.get(str(parsed))
         if stored is None:
             return forbidden("Work package not found")
+        refusal = self._package_refusal(stored, token)
+        return stored if refusal is None else forbidden(refusal)
+
+    def _package_refusal(self, stored: _StoredPackage, token: str) -> str | None:
         if not secrets.compare_digest(
             hashlib.sha256(token.encode()).hexdigest(), stored.token_sha256
         ):
-            return forbidden("Invalid work package access token")
+            return "Invalid work package access token"
         if not stored.created <= self._clock() < stored.expires:
-            return forbidden("Work package has expired")
-        return stored
+            return "Work package has expired"
+        if stored.revoked:
+            return f"{stored.work_type.title()} access has been revoked"
+        return None
 
     def _claims(self, accession: str, user_public_key: bytes) -> dict[str, Any]:
         issued_at = int(self._clock())
-        lifetime = self.work_order_token_lifetime
+        lifetime = int(self.work_order_token_lifetime)
         with self._lock:
             if self._expire_next > 0:
                 self._expire_next -= 1
-                # Issued a lifetime ago and expired since: looks normal, is refused by the DCS.
-                issued_at -= math.ceil(lifetime) + 5
+                # Issued long enough ago that exp lies expired_for seconds in the past.
+                issued_at -= lifetime + round(self._expired_for)
         key = self.claimed_user_key or user_public_key
         return {
-            "work_type": "download",
+            "work_type": DOWNLOAD,
             "file_id": internal_file_id(accession),
             "accession": accession,
             "user_public_crypt4gh_key": base64.b64encode(key).decode(),
             "iat": issued_at,
-            "exp": issued_at + int(lifetime),
+            "exp": issued_at + lifetime,
         }
 
 
