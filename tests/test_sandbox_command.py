@@ -1,5 +1,6 @@
 """`ghga-tasks sandbox` as a user starts it, then a core download from its printed
-environment, decrypted with the reference `crypt4gh` command-line tool."""
+environment, decrypted with the reference `crypt4gh` command-line tool; and the flags that
+relax its production defaults."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from click.testing import CliRunner
 
+from ghga_tasks.cli import main
+from ghga_tasks.cli import sandbox as sandbox_command
 from ghga_tasks.core import batch
 from ghga_tasks.core.settings import Settings
 
@@ -44,6 +48,7 @@ def sandbox_process(tmp_path: Path):
             "3",
             "--sizes",
             "100kB,200kB,1MB",
+            "--env-clients",  # the download below uses the env work package source
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -81,3 +86,27 @@ def test_sandbox_command_serves_a_batch_the_crypt4gh_tool_decrypts(sandbox_proce
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
     assert not (tmp_path / "sandbox.env").exists()  # never points at a dead server
+
+
+@pytest.mark.parametrize(
+    ("flags", "env_clients", "retry_after_min"),
+    [
+        ([], False, 5),  # production GHGA
+        (["--env-clients"], True, 5),
+        (["--fast-staging"], False, 1),
+        (["--env-clients", "--fast-staging"], True, 1),
+    ],
+)
+def test_sandbox_flags_relax_the_production_defaults_only_when_given(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    flags: list[str],
+    env_clients: bool,
+    retry_after_min: int,
+) -> None:
+    served: list[dict[str, object]] = []
+    monkeypatch.setattr(sandbox_command, "serve", lambda *args, **kwargs: served.append(kwargs))
+    result = CliRunner().invoke(main, ["sandbox", "--dir", str(tmp_path), *flags])
+    assert result.exit_code == 0, result.output
+    [kwargs] = served
+    assert (kwargs["env_clients"], kwargs["retry_after_min"]) == (env_clients, retry_after_min)

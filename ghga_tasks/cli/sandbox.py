@@ -18,6 +18,7 @@ from ghga_tasks.core.plan import read_plan
 from ghga_tasks.core.settings import Settings
 from ghga_tasks.sandbox import (
     DEFAULT_FILES,
+    FAST_RETRY_AFTER_MIN,
     Sandbox,
     SandboxFile,
     ensure_user_keypair,
@@ -27,6 +28,7 @@ from ghga_tasks.sandbox import (
     sandbox_file_id,
     serve,
 )
+from ghga_tasks.sandbox.archive import RETRY_AFTER_MIN
 from ghga_tasks.sandbox.faults import Faults, parse_fault_spec
 
 from .download import download_batch
@@ -84,6 +86,18 @@ DEMO_FILES = (*DEFAULT_FILES, SandboxFile(sandbox_file_id(99), ".bam", available
     "(repeatable), e.g. --fault GHGAF00000000000001:drop_after_bytes=100000,drop_times=2 "
     "or --fault fail_status=500/502/503,fail_times=6. Keys: docs/reliability.md.",
 )
+@click.option(
+    "--env-clients",
+    is_flag=True,
+    help="Also serve the env work package source (Download API calls without a work order "
+    "token). Production GHGA does not: off by default.",
+)
+@click.option(
+    "--fast-staging",
+    is_flag=True,
+    help=f"Ask staging files to come back after {FAST_RETRY_AFTER_MIN} s at least, instead of "
+    f"GHGA's {RETRY_AFTER_MIN} s.",
+)
 def sandbox(
     port: int,
     directory: Path,
@@ -94,11 +108,16 @@ def sandbox(
     unavailable: tuple[str, ...],
     url_ttl: float,
     fault_specs: tuple[str, ...],
+    env_clients: bool,
+    fast_staging: bool,
 ) -> None:
     """Run a local GHGA-compatible sandbox on 127.0.0.1 until Ctrl-C.
 
-    Prints the environment a client needs; with --env-file also writes it, e.g.
-    `set -a; . sandbox.env; set +a` in another shell, then `snakemake --cores 1`.
+    It behaves as production GHGA: downloads need the printed GHGA_DOWNLOAD_TOKEN
+    (work_package_source: wps). Prints the environment a client needs; with --env-file
+    also writes it, e.g. `set -a; . sandbox.env; set +a` in another shell, then
+    `snakemake --cores 1 --config work_package_source=wps` (or start the sandbox with
+    --env-clients for the env source).
     """
     files = _scenario(file_count, sizes, stage_seconds, unavailable)
     faults = _faults(fault_specs, {spec.file_id for spec in files})
@@ -107,9 +126,21 @@ def sandbox(
         click.echo(f"GHGA sandbox on {running.base_url} ({len(files)} files). Environment:")
         click.echo(format_env(running.env()), nl=False)
         click.echo(f"User key pair: {directory / 'key.pub'}, {directory / 'key.sec'}")
+        if not env_clients:
+            click.echo("Download API calls need work order tokens (wps source; --env-clients).")
         click.echo("Stop with Ctrl-C.")
 
-    serve(files, directory, port, env_file, url_ttl=url_ttl, on_ready=announce, faults=faults)
+    serve(
+        files,
+        directory,
+        port,
+        env_file,
+        url_ttl=url_ttl,
+        on_ready=announce,
+        faults=faults,
+        env_clients=env_clients,
+        retry_after_min=FAST_RETRY_AFTER_MIN if fast_staging else RETRY_AFTER_MIN,
+    )
 
 
 def _faults(specs: tuple[str, ...], file_ids: set[str]) -> list[tuple[str | None, Faults]]:
@@ -147,8 +178,9 @@ def _scenario(
 )
 @click.pass_context
 def demo(ctx: click.Context, directory: Path | None) -> None:
-    """The whole journey on a local sandbox: key pair, batch download through the
-    Snakemake workflow, decryption, and a check of every file against the archive."""
+    """The whole journey on a local sandbox that behaves as production GHGA: key pair,
+    download token, batch download through the Snakemake workflow (work order tokens from
+    the Work Package Service), decryption, and a check of every file against the archive."""
     with _demo_directory(directory) as root:
         keys = ensure_user_keypair(root)
         with Sandbox(
@@ -158,12 +190,13 @@ def demo(ctx: click.Context, directory: Path | None) -> None:
                 f"Sandbox with {len(DEMO_FILES)} files on {running.base_url}; working in {root}"
             )
             settings = Settings(
+                work_package_source="wps",
                 output_dir=root / "downloads",
                 user_public_key=keys.public_key_path,
                 user_private_key=keys.secret_key_path,
                 max_wait_time=120,
             )
-            with _environment(running.env()):
+            with _environment(_production_environment(running)):
                 download_batch(
                     settings,
                     skip_downloaded=False,
@@ -186,6 +219,14 @@ def _demo_directory(directory: Path | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="ghga-tasks-demo-") as temporary:
         yield Path(temporary)
+
+
+def _production_environment(running: Sandbox) -> dict[str, str]:
+    """What a GHGA user has: where the well-known values are, and the download token."""
+    return {
+        "GHGA_WKVS_URL": running.wkvs_url,
+        "GHGA_DOWNLOAD_TOKEN": running.download_token,
+    }
 
 
 @contextlib.contextmanager
