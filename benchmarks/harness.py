@@ -41,6 +41,9 @@ class Context:
         if root not in self.sandboxes:
             keys = ensure_user_keypair(self.keys_dir)
             log.info("generating %d file(s) for the %r sandbox", len(files), root)
+            # Production defaults on purpose: every competitor takes its work order tokens
+            # from the WPS (curl and aria2c get presigned URLs directly), and staging files
+            # get GHGA's Retry-After (5 s at least), which every client has to live with.
             sandbox = Sandbox(
                 files=files,
                 user_public_key=keys.public_key,
