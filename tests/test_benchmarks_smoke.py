@@ -74,7 +74,11 @@ def test_drs_objects_point_at_the_external_object_base_url(tmp_path: Path, user_
     base = "http://127.0.0.1:9/r0"
     files = [SandboxFile("GHGAF1", ".bam", 1000)]
     sandbox = Sandbox(
-        files=files, user_public_key=user_keys.public_key, workdir=tmp_path, object_base_url=base
+        files=files,
+        user_public_key=user_keys.public_key,
+        workdir=tmp_path,
+        object_base_url=base,
+        env_clients=True,  # a DRS request without a work order token, as env mode sends
     )
     with sandbox, requests.Session() as http:
         http.trust_env = False

@@ -212,6 +212,9 @@ def test_plan_probes_every_file_and_orders_staged_first(sandbox_factory, fast_se
             SandboxFile("HAVE", ""),
         ]
     )
+    # GHGA's Retry-After is its estimate of the staging time (from the size): say so here.
+    sandbox.set_faults("SLOW", Faults(staging_retry_after="60"))
+    sandbox.set_faults("QUICK", Faults(staging_retry_after="10"))
     fast_settings.output_dir.mkdir()
     (fast_settings.output_dir / "HAVE.c4gh").write_bytes(b"already here")
     package = package_of(sandbox)

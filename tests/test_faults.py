@@ -55,6 +55,7 @@ class Case:
     everywhere: bool = False  # the faults hit every file, not only TARGET
     after_plan: bool = False  # injected between the plan and the downloads
     stops_batch: bool = False  # the plan itself fails, so no file is downloaded
+    skips_target: bool = False  # the run succeeds without TARGET (skipped as unavailable)
     settings: dict[str, Any] = field(default_factory=dict)
     files: tuple[SandboxFile, ...] = BATCH
     check: Callable[[Sandbox, str], bool] = lambda _sandbox, _output: True
@@ -115,10 +116,19 @@ CASES = [
     Case("api-429", API, "429 with Retry-After: 1 on the DRS object",
          lambda: Faults(api_fail_status=429, api_fail_times=1, retry_after="1"), 0,
          "api_fail_status"),
-    Case("api-500-persisting", API, "500 on every DRS request, from the plan on",
-         lambda: Faults(api_fail_status=500, api_fail_times=10_000), 1, "api_fail_status",
-         shows="HTTP 500", settings={"range_retries": 1},
+    # One file whose probe keeps failing is that file's outcome, not the batch's: it is
+    # unavailable (the reason in the plan) and the skip policy decides.
+    Case("api-500-persisting", API, "500 on every DRS request of one file, from the plan on",
+         lambda: Faults(api_fail_status=500, api_fail_times=10_000), 3, "api_fail_status",
+         shows="not available for download", settings={"range_retries": 1},
          stops_batch=True),
+    Case("api-500-persisting-skipped", API,
+         "500 on every DRS request of one file, skip_unavailable: true",
+         lambda: Faults(api_fail_status=500, api_fail_times=10_000), 0, "api_fail_status",
+         settings={"range_retries": 1, "skip_unavailable": True}, skips_target=True),
+    Case("api-500-everywhere", API, "500 on every DRS request of every file",
+         lambda: Faults(api_fail_status=500, api_fail_times=10_000), 1, "api_fail_status",
+         shows="HTTP 500", settings={"range_retries": 1}, everywhere=True, stops_batch=True),
     Case("staging-stuck", API, "staging never finishes (max_wait_time 2 s)",
          lambda: Faults(staging_stuck=True), 4, "staging_stuck", shows="still being staged",
          settings={"max_wait_time": 2.0}),
@@ -177,6 +187,8 @@ def test_fault_scenario_keeps_the_promise(
     assert_promise_kept(promise)
     others = [f for f in case.files if f.file_id != TARGET]
     expected_finals = len(case.files) if case.exit_code == 0 else len(others)
+    if case.skips_target:
+        expected_finals = len(others)
     if case.stops_batch:
         expected_finals = 0
     assert promise.final_files == expected_finals, run.output[-3000:]
@@ -228,7 +240,7 @@ def test_sandbox_command_injects_faults_from_the_command_line(tmp_path: Path) ->
     env_file = tmp_path / "sandbox.env"
     server = subprocess.Popen(
         [sys.executable, "-m", "ghga_tasks", "sandbox", "--dir", str(tmp_path), "--env-file",
-         str(env_file), "--fault", "fail_status=404,fail_times=100000"],
+         str(env_file), "--env-clients", "--fault", "fail_status=404,fail_times=100000"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

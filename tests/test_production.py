@@ -198,6 +198,14 @@ def test_a_file_failing_mid_batch_does_not_stop_the_others(
     assert "GHGAF2: download failed" in report.loc["GHGAF2", "error"]
     assert report.loc["GHGAF1", "sha256"] and report.loc["GHGAF3", "sha256"]
 
+    # The report written after the failure must not make the next run think it is done.
+    sandbox.set_faults("GHGAF2", Faults())
+    sandbox.requests.clear()
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {r.file_id for r in sandbox.requests.matching(path_prefix=DCS_OBJECTS)} == {"GHGAF2"}
+    assert set(table(downloads / "ghga_report.tsv")["outcome"]) == {"downloaded"}
+
 
 def test_cli_exit_code_is_the_failures_own_when_they_share_one(sandbox_factory, project) -> None:
     sandbox = sandbox_factory(MID_BATCH)

@@ -186,7 +186,7 @@ def _run_and_report(
         with ProgressWatcher(settings.output_dir, entries):
             run_workflow(settings, cores=cores, verbose=verbose, workdir=workdir)
     except WorkflowFailed as failed:
-        batch.write_report(settings.output_dir)
+        batch.write_report_after_failure(settings.output_dir)
         show_report(settings.output_dir)
         raise batch.files_failed(settings.output_dir) or failed from None
     show_report(settings.output_dir)

@@ -242,6 +242,21 @@ def write_report(output_dir: Path) -> pd.DataFrame:
     return frame
 
 
+def write_report_after_failure(output_dir: Path) -> None:
+    """The report of a run that stopped with failed files, if a plan was made.
+
+    Dated a second before the plan: Snakemake sees a report newer than its inputs as done
+    and would not even look for the missing files on the next run; a report older than
+    the plan is re-made, after those files are downloaded.
+    """
+    plan = plan_path(output_dir)
+    if not plan.exists():
+        return
+    write_report(output_dir)
+    before_plan = plan.stat().st_mtime - 1
+    os.utime(output_dir / REPORT_FILE, (before_plan, before_plan))
+
+
 def _report_row(output_dir: Path, entry: PlanEntry) -> dict[str, object]:
     row: dict[str, object] = {
         "file_id": entry.file_id,

@@ -68,8 +68,10 @@ def warn_unless_jobs_in_threads(workflow):
 def write_report_after_failure():
     """ghga_report.tsv after a failed run, if a plan was made: every file's outcome."""
     if batch.plan_path(SETTINGS.output_dir).exists():
-        batch.write_report(SETTINGS.output_dir)
-        logger.error(f"ghga-tasks: every file's outcome is in {OUTPUT_DIR}/ghga_report.tsv")
+        batch.write_report_after_failure(SETTINGS.output_dir)
+        logger.error(
+            f"ghga-tasks: every file's outcome is in {OUTPUT_DIR}/ghga_report.tsv"
+        )
 
 
 def directory_of_plan(wildcards, input):
