@@ -170,7 +170,7 @@ def test_expired_url_is_renewed_once_for_all_connections(
     size = sandbox.encrypted_size("GHGAF1")
     with PartFile(target) as part:
         write_part(part, envelope, size, urls, fast_settings, file_id="GHGAF1")
-        finalize_part(part, expected_size=len(envelope) + size, file_id="GHGAF1", overwrite=False)
+        finalize_part(part, expected_size=len(envelope) + size, file_id="GHGAF1")
     assert urls.renewals == 1
     assert 403 in [r.status for r in object_requests(sandbox)]
     assert (
@@ -225,7 +225,7 @@ def test_plan_probes_every_file_and_orders_staged_first(sandbox_factory, fast_se
         ("READY", Status.STAGED),
         ("QUICK", Status.STAGING),
         ("SLOW", Status.STAGING),
-        ("HAVE", Status.DOWNLOADED),
+        ("HAVE", Status.PRESENT),  # the user's own file: nothing vouches for it
         ("GONE", Status.UNAVAILABLE),
     ]
     probed = {

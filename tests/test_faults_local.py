@@ -228,8 +228,8 @@ def test_users_existing_file_is_kept_and_the_run_says_so(
 def test_file_appearing_during_a_download_is_not_overwritten(
     sandbox_factory, user_keys, tmp_path, record_property
 ) -> None:
-    """A final file created after the plan (another tool, a copy) is never replaced
-    without overwrite: the download fails instead (exit 1) and the file stays as it was."""
+    """A final file created after the plan (another tool, a copy) is never replaced: the
+    download fails instead (exit 1) and the file stays as it was."""
     sandbox = sandbox_factory(BATCH)
     settings = suite_settings(tmp_path, user_keys)
     batch = Batch(sandbox, settings)
@@ -242,7 +242,7 @@ def test_file_appearing_during_a_download_is_not_overwritten(
     )
     record(record_property, scenario="a file with the final name appears during the run",
            area=LOCAL, run=run, promise=promise)  # fmt: skip
-    assert run.exit_code == 1 and "overwrite was not asked for" in run.user_sees
+    assert run.exit_code == 1 and "never replaces a file" in run.user_sees
     assert mine.read_bytes() == b"copied in by the user meanwhile"
     assert_promise_kept(promise)
 
@@ -253,6 +253,6 @@ def test_finalize_never_replaces_a_file_that_appeared_at_the_last_moment(tmp_pat
     with pytest.raises(OutputExists), PartFile(target) as part:
         os.write(part.fd, b"12345")
         target.final.write_bytes(b"theirs")  # appears after every earlier check
-        finalize_part(part, expected_size=5, file_id="F", overwrite=False)
+        finalize_part(part, expected_size=5, file_id="F")
     assert target.final.read_bytes() == b"theirs"
     assert not target.part.exists()

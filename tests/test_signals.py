@@ -31,7 +31,7 @@ from reliability.scenario import (
     suite_settings,
 )
 
-from ghga_tasks.core import batch
+from ghga_tasks.core import state
 from ghga_tasks.sandbox import Sandbox, SandboxFile
 from ghga_tasks.sandbox.faults import Faults
 
@@ -101,7 +101,7 @@ def test_download_job_stopped_by_a_signal_leaves_nothing_behind(
     assert steps.plan().exit_code == 0
     assert steps.download("GHGAF1.bam.c4gh").exit_code == 0  # finished before the signal
     output = settings.output_dir
-    job = start_download_step(sandbox, batch.settings_path(output))
+    job = start_download_step(sandbox, state.settings_path(output))
     wait_for(output / f"{SLOW_NAME}.part", job)
     job.send_signal(signum)
     run = finish(job)
@@ -123,7 +123,7 @@ def test_part_left_by_a_sigkilled_job_is_replaced_by_the_next_run(
     batch_run = Batch(sandbox, settings)
     assert batch_run.plan().exit_code == 0
     output = settings.output_dir
-    job = start_download_step(sandbox, batch.settings_path(output))
+    job = start_download_step(sandbox, state.settings_path(output))
     wait_for(output / f"{SLOW_NAME}.part", job)
     job.kill()
     job.wait(timeout=60)

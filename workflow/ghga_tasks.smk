@@ -24,7 +24,7 @@ onstart:
 # A failed download (with keep-going, as profiles/default sets) leaves the report rule
 # without its inputs: write the report anyway, so it says what happened to every file.
 onerror:
-    write_report_after_failure()
+    report_after_failure()
 
 
 # Never two downloads at once, whatever --cores or the executor allows: one file uses

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import click
 
-from ghga_tasks.core import batch
+from ghga_tasks.core import batch, report, state
 from ghga_tasks.core.errors import Cancelled
-from ghga_tasks.core.plan import PlanEntry, Status
+from ghga_tasks.core.plan import SKIP_HEADINGS, PlanEntry, Status
 from ghga_tasks.core.settings import Settings
 from ghga_tasks.core.wps import ENV_DOWNLOAD_TOKEN, download_token_from
 
@@ -64,21 +64,20 @@ def ensure_download_token(settings: Settings) -> None:
 
 def ask_skip(entries: list[PlanEntry], status: Status, preset: bool, flag: str) -> bool:
     """Show the files with ``status``; return whether to skip them (or cancel)."""
-    names = [e.file_name for e in entries if e.status == status]
-    if not names:
+    listed = [e for e in entries if e.status == status]
+    if not listed:
         return preset
-    heading = {
-        Status.DOWNLOADED: "already exist in the download location",
-        Status.UNAVAILABLE: "are not available for download",
-    }[status]
-    click.echo(f"\n{len(names)} file(s) {heading}:")
-    for name in names:
-        click.echo(f"  {name}")
+    heading = SKIP_HEADINGS[status]
+    click.echo(f"\n{len(listed)} file(s) {heading}:")
+    for entry in listed:
+        click.echo(
+            f"  {entry.file_name}: {entry.reason}" if entry.reason else f"  {entry.file_name}"
+        )
     if preset:
         click.echo(f"Skipping them ({flag}).")
         return True
     if not stdin_is_interactive():
-        raise Cancelled(f"{len(names)} file(s) {heading}; pass {flag} to skip them")
+        raise Cancelled(f"{len(listed)} file(s) {heading}; pass {flag} to skip them")
     if click.confirm("Skip these files and download the rest? (No cancels the run)", default=False):
         return True
     raise Cancelled("cancelled: nothing was downloaded")
@@ -106,13 +105,13 @@ def show_plan(entries: list[PlanEntry], output_dir: Path) -> None:
 def show_report(output_dir: Path) -> None:
     import pandas as pd  # here, not at start-up: the plan's probes start staging sooner
 
-    frame = pd.read_csv(output_dir / batch.REPORT_FILE, sep="\t", dtype=str, keep_default_na=False)
+    frame = pd.read_csv(output_dir / report.REPORT_FILE, sep="\t", dtype=str, keep_default_na=False)
     click.echo("\nSummary:")
     for row in frame.itertuples(index=False):
         size = human_bytes(int(row.bytes)) if row.bytes not in ("", "0") else ""
         note = f"  {row.error}" if row.error else ""
         click.echo(f"  {row.file_name:<40} {row.outcome:<20} {size}{note}")
-    click.echo(f"Report: {output_dir / batch.REPORT_FILE}")
+    click.echo(f"Report: {output_dir / report.REPORT_FILE}")
 
 
 @click.command()
@@ -162,12 +161,12 @@ def download_batch(
     entries = batch.plan_batch(settings)
     settings = dataclasses.replace(
         settings,
-        skip_downloaded=ask_skip(entries, Status.DOWNLOADED, skip_downloaded, "--skip-downloaded"),
+        skip_downloaded=ask_skip(entries, Status.PRESENT, skip_downloaded, "--skip-downloaded"),
         skip_unavailable=ask_skip(
             entries, Status.UNAVAILABLE, skip_unavailable, "--skip-unavailable"
         ),
     )
-    batch.save_settings(settings)
+    state.save_settings(settings)
     click.echo(
         f"\nDownloading {sum(e.to_download for e in entries)} file(s) to {settings.output_dir}"
     )
@@ -186,9 +185,9 @@ def _run_and_report(
         with ProgressWatcher(settings.output_dir, entries):
             run_workflow(settings, cores=cores, verbose=verbose, workdir=workdir)
     except WorkflowFailed as failed:
-        batch.write_report_after_failure(settings.output_dir)
+        report.write_report_after_failure(settings.output_dir)
         show_report(settings.output_dir)
-        raise batch.files_failed(settings.output_dir) or failed from None
+        raise report.files_failed(settings.output_dir) or failed from None
     show_report(settings.output_dir)
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import click
 
-from ghga_tasks.core import batch
 from ghga_tasks.core.plan import PlanEntry
+from ghga_tasks.core.state import result_path
 
 POLL_SECONDS = 0.5
 BAR_WIDTH = 24
@@ -94,7 +94,7 @@ class ProgressWatcher:
 
     def _transfer_seconds(self, state: _FileState) -> float:
         """The job's own timing when it recorded one; else what we saw from here."""
-        record = batch.result_path(self.output_dir, state.entry.file_name)
+        record = result_path(self.output_dir, state.entry.file_name)
         if record.exists():
             return float(json.loads(record.read_text()).get("seconds", 0.0))
         return time.monotonic() - state.started if state.started else 0.0

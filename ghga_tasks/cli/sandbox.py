@@ -11,10 +11,9 @@ from pathlib import Path
 
 import click
 
-from ghga_tasks.core import batch
 from ghga_tasks.core.decrypt import decrypt_file, encrypted_files, load_private_key
 from ghga_tasks.core.errors import ConfigurationError, IntegrityError
-from ghga_tasks.core.plan import read_plan
+from ghga_tasks.core.plan import plan_path, read_plan
 from ghga_tasks.core.settings import Settings
 from ghga_tasks.sandbox import (
     DEFAULT_FILES,
@@ -250,7 +249,7 @@ def _decrypt_and_verify(settings: Settings, running: Sandbox) -> None:
     target = settings.output_dir.parent / "decrypted"
     target.mkdir(exist_ok=True)
     click.echo(f"\nDecrypting into {target}:")
-    ids = {e.file_name: e.file_id for e in read_plan(batch.plan_path(settings.output_dir))}
+    ids = {e.file_name: e.file_id for e in read_plan(plan_path(settings.output_dir))}
     checked = 0
     for source in encrypted_files(settings.output_dir):
         file_id = ids[source.name]

@@ -14,7 +14,7 @@ from types import FrameType
 
 import click
 
-from ghga_tasks.core import batch
+from ghga_tasks.core import batch, report, state
 from ghga_tasks.core.settings import Settings
 
 
@@ -56,11 +56,11 @@ def plan_step(settings_json: str) -> None:
 @click.argument("file_name")
 def download_step(settings_file: Path, file_name: str) -> None:
     """Download one planned file (FILE_NAME as in ghga_plan.tsv)."""
-    batch.download_one(batch.load_settings(settings_file), file_name)
+    batch.download_one(state.load_settings(settings_file), file_name)
 
 
 @step.command("report")
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 def report_step(output_dir: Path) -> None:
     """Write ghga_report.tsv from the plan and the per-file results."""
-    batch.write_report(output_dir)
+    report.write_report(output_dir)

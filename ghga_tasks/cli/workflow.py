@@ -12,8 +12,8 @@ import sys
 from importlib.resources import files
 from pathlib import Path
 
-from ghga_tasks.core.batch import REPORT_FILE
 from ghga_tasks.core.errors import GhgaTasksError
+from ghga_tasks.core.report import REPORT_FILE
 from ghga_tasks.core.settings import Settings
 
 log = logging.getLogger(__name__)

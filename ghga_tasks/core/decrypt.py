@@ -21,12 +21,11 @@ from crypt4gh import lib
 
 from .errors import IntegrityError, OutputExists
 from .plan import PLAN_FILE
+from .report import REPORT_FILE
 from .tokens import read_private_key
 from .work_package import C4GH_SUFFIX, PART_SUFFIX
 
 log = logging.getLogger(__name__)
-
-REPORT_FILE = "ghga_report.tsv"
 
 
 @dataclass(frozen=True)

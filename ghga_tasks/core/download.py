@@ -6,9 +6,8 @@ the archive's SHA-256). Anything else ends with the ``.part`` deleted and an err
 a failed range, a full disk, a corrupt byte, Ctrl-C or SIGTERM (the CLI turns SIGTERM
 into an exception, so the same cleanup runs).
 
-An existing final file is only replaced when overwrite was asked for, and even then only
-by the atomic rename of a checked ``.part``. Without overwrite the ``.part`` is *linked*
-into place, which fails rather than replaces if a file appeared meanwhile.
+An existing final file is never replaced: the checked ``.part`` is *linked* into place,
+which fails rather than replaces if a file appeared meanwhile.
 
 The job holds an exclusive lock on its ``.part`` from open to rename (see ``locks``).
 """
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import shutil
@@ -47,7 +45,6 @@ from .wps import private_key_for_tokens
 
 log = logging.getLogger(__name__)
 
-HASH_READ_SIZE = 4 * 1024 * 1024
 PROGRESS_INTERVAL = 10.0  # seconds between progress lines in the job log
 # Local write failures: the user's file system, not GHGA, so they get their own error.
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -66,6 +63,7 @@ class DownloadResult:
     started_at: float  # wall clock (epoch seconds) when the job began, staging wait included
     finished_at: float  # wall clock when the file got its final name
     envelope_writer_key: str = ""  # base64 of the key GHGA wrote the envelope with
+    mtime_ns: int = 0  # of the final file when it got its name: the state record's check
 
 
 @dataclass(frozen=True)
@@ -137,7 +135,7 @@ def download_file(
     when the plan's probe said a staging file will be ready)."""
     started_at = time.time()
     target = Target.for_file(spec, settings.output_dir)
-    if target.final.exists() and not settings.overwrite:
+    if target.final.exists():
         raise OutputExists(path=str(target.final))
     private_key = private_key_for_verify(settings, work_package)  # fail before waiting
     staged, waited = wait_until_staged(
@@ -164,7 +162,7 @@ def download_file(
     )  # fmt: skip
     return DownloadResult(
         spec.file_id, spec.file_name, size, sha256, seconds, waited, staged.sha256,
-        started_at, time.time(), b64(writer),
+        started_at, time.time(), b64(writer), target.final.stat().st_mtime_ns,
     )  # fmt: skip
 
 
@@ -187,7 +185,7 @@ def _transfer(
             part, envelope, staged.size, urls, settings,
             file_id=file_id, session_key=key, expected_sha256=staged.sha256,
         )  # fmt: skip
-        finalize_part(part, expected_size=size, file_id=file_id, overwrite=settings.overwrite)
+        finalize_part(part, expected_size=size, file_id=file_id)
     return sha256
 
 
@@ -308,9 +306,9 @@ def write_part(
     return checker.hexdigest()
 
 
-def finalize_part(part: PartFile, *, expected_size: int, file_id: str, overwrite: bool) -> None:
+def finalize_part(part: PartFile, *, expected_size: int, file_id: str) -> None:
     """Check the ``.part`` is exactly the expected size and give it its final name,
-    still holding its lock. Never replaces an existing file unless ``overwrite``."""
+    still holding its lock. Never replaces an existing file."""
     target = part.target
     actual = os.fstat(part.fd).st_size
     if actual != expected_size:
@@ -319,9 +317,6 @@ def finalize_part(part: PartFile, *, expected_size: int, file_id: str, overwrite
         )
     if not is_current(part.fd, target.part):
         raise IntegrityError(file_id=file_id, problem=f"{target.part} was moved or removed")
-    if overwrite:
-        os.replace(target.part, target.final)
-        return
     try:
         os.link(target.part, target.final)
     except FileExistsError:
@@ -335,14 +330,6 @@ def finalize_part(part: PartFile, *, expected_size: int, file_id: str, overwrite
         os.replace(target.part, target.final)
         return
     target.part.unlink()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while block := stream.read(HASH_READ_SIZE):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class _ProgressLog:

@@ -7,7 +7,7 @@
     ├── IntegrityError                  exit 5   bytes on disk are not what the archive sent
     │   └── EnvelopeRejected            exit 5   envelope malformed or not written by GHGA
     ├── PublicKeyMismatch               exit 6   the user's key file is not the archive's copy
-    ├── OutputExists                    exit 1   a final file exists and overwrite was not asked
+    ├── OutputExists                    exit 1   a file is already under the final name
     ├── LocalStorageError               exit 1   the output directory cannot take the file
     │   ├── NoSpaceLeft                 exit 1   disk full or quota exceeded
     │   └── OutputLocked                exit 1   another run or job is writing there
@@ -95,9 +95,11 @@ class PublicKeyMismatch(GhgaTasksError):
 
 
 class OutputExists(GhgaTasksError):
-    def __init__(self, *, path: str) -> None:
+    def __init__(
+        self, *, path: str, hint: str = "ghga-tasks never replaces a file: move it away first"
+    ) -> None:
         self.path = path
-        super().__init__(f"{path} already exists and overwrite was not asked for")
+        super().__init__(f"{path} already exists; {hint}")
 
 
 class LocalStorageError(GhgaTasksError):

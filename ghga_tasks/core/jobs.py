@@ -18,9 +18,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import batch
+from . import batch, state
 from .download import DownloadResult
 from .errors import GhgaTasksError, Interrupted
+from .report import write_report
 from .settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
@@ -38,13 +39,13 @@ def plan(settings_json: str, log_file: Path) -> None:
 def report(output_dir: Path, log_file: Path) -> None:
     """The ``report`` rule: ghga_report.tsv from the plan and the result records."""
     with job_log(log_file):
-        batch.write_report(output_dir)
+        write_report(output_dir)
 
 
 def download(settings_file: Path, file_name: str, log_file: Path) -> DownloadResult:
     """The ``download_file`` rule: one planned file, logged to ``log_file``."""
     with job_log(log_file):
-        settings = batch.load_settings(settings_file)
+        settings = state.load_settings(settings_file)
         return batch.download_one(settings, file_name, opened=_opened(settings, _ghga_env()))
 
 

@@ -31,7 +31,7 @@ from .errors import OutputLocked
 
 log = logging.getLogger(__name__)
 
-STATE_DIR = ".ghga_tasks"  # the same folder batch.STATE_DIR names (batch imports us)
+STATE_DIR = ".ghga_tasks"  # the same folder state.STATE_DIR names (state does not import us)
 RUN_LOCK_FILE = "run.lock"
 _BUSY = (errno.EACCES, errno.EAGAIN)
 

@@ -5,7 +5,9 @@ first asked for it, so asking for all of them at once lets staging overlap downl
 (the official client asks for the next file only after the previous one is on disk).
 
 Order: staged files first (input order), then staging files by shortest Retry-After,
-then files that will not be downloaded (already there, unavailable).
+then files that will not be downloaded: ``downloaded`` (completed by ghga-tasks, as its
+state records vouch), ``present`` (under the final name, but nothing vouches for it: the
+skip policy decides) and ``unavailable``.
 
 One file never decides for the others: a file GHGA refuses (no work order token for it,
 404 ``noSuchObject``) or whose probe keeps failing is ``unavailable`` with its reason in
@@ -26,6 +28,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from . import state
 from .api import DownloadApi, ProbeResult, Staged, Staging, Unavailable
 from .errors import ApiError, AuthorizationError, Cancelled, ConfigurationError
 from .work_package import FileSpec, dotted_extension, validate_file_id
@@ -41,7 +44,8 @@ class Status(StrEnum):
     STAGED = "staged"
     STAGING = "staging"
     UNAVAILABLE = "unavailable"
-    DOWNLOADED = "downloaded"
+    DOWNLOADED = "downloaded"  # completed by ghga-tasks: a finished target
+    PRESENT = "present"  # a file under the final name that ghga-tasks cannot vouch for
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class PlanEntry:
     # Staging only: the wall-clock time (epoch seconds) the probe's Retry-After points at.
     # A later probe may round its Retry-After up; the download job need not wait longer.
     retry_at: float = 0.0
-    reason: str = ""  # unavailable only: why, in the archive's or our words
+    reason: str = ""  # unavailable or present: why, in the archive's or our words
 
     @property
     def to_download(self) -> bool:
@@ -67,10 +71,17 @@ PLAN_COLUMNS = [name for name in PlanEntry.__dataclass_fields__]
 OPTIONAL = {"retry_at", "reason"}  # plans written before they existed are still read
 
 
-def classify(spec: FileSpec, probe: ProbeResult | None) -> PlanEntry:
-    """One plan row from a probe result (``None``: the file is already downloaded)."""
+def plan_path(output_dir: Path) -> Path:
+    return output_dir / PLAN_FILE
+
+
+def classify(spec: FileSpec, probe: ProbeResult | state.Existing) -> PlanEntry:
+    """One plan row from a probe result, or from the file already under the final name."""
     status, retry_after, size, sha256, reason = Status.DOWNLOADED, 0.0, -1, "", ""
-    if isinstance(probe, Unavailable):
+    if isinstance(probe, state.Existing) and not probe.vouched:
+        status, reason = Status.PRESENT, f"present, not verified: {probe.why_not}"
+        reason += f" ({probe.size} bytes)"
+    elif isinstance(probe, Unavailable):
         status, reason = Status.UNAVAILABLE, probe.reason
     elif isinstance(probe, Staged):
         status, size, sha256 = Status.STAGED, probe.size, probe.sha256 or ""
@@ -85,7 +96,13 @@ def classify(spec: FileSpec, probe: ProbeResult | None) -> PlanEntry:
 
 def order_entries(entries: list[PlanEntry]) -> list[PlanEntry]:
     """Staged first, then staging by shortest wait, then the rest; stable by input order."""
-    rank = {Status.STAGED: 0, Status.STAGING: 1, Status.DOWNLOADED: 2, Status.UNAVAILABLE: 3}
+    rank = {
+        Status.STAGED: 0,
+        Status.STAGING: 1,
+        Status.DOWNLOADED: 2,
+        Status.PRESENT: 3,
+        Status.UNAVAILABLE: 4,
+    }
     return sorted(entries, key=lambda e: (rank[e.status], e.retry_after))
 
 
@@ -93,17 +110,21 @@ def plan_downloads(
     files: tuple[FileSpec, ...], api: DownloadApi, output_dir: Path
 ) -> list[PlanEntry]:
     """Probe every file not yet in ``output_dir`` (in parallel) and return the ordered plan."""
-    to_probe = [spec for spec in files if not (output_dir / spec.file_name).exists()]
+    existing = {spec: state.existing_file(output_dir, spec.file_name) for spec in files}
+    to_probe = [spec for spec in files if existing[spec] is None]
     with ThreadPoolExecutor(max_workers=PROBE_WORKERS, thread_name_prefix="probe") as pool:
         outcomes = list(pool.map(lambda s: _probe_isolated(api, s.file_id), to_probe))
     failures = [outcome for outcome in outcomes if isinstance(outcome, ApiError)]
     if failures and len(failures) == len(outcomes):
         raise failures[0]  # not one file answered: the API is down or misconfigured
-    probes = {
-        spec: Unavailable(f"probe failed: {outcome}") if isinstance(outcome, ApiError) else outcome
-        for spec, outcome in zip(to_probe, outcomes, strict=True)
+    seen: dict[FileSpec, ProbeResult | state.Existing] = {
+        spec: found for spec, found in existing.items() if found is not None
     }
-    entries = [classify(spec, probes.get(spec)) for spec in files]
+    for spec, outcome in zip(to_probe, outcomes, strict=True):
+        if isinstance(outcome, ApiError):
+            outcome = Unavailable(f"probe failed: {outcome}")
+        seen[spec] = outcome
+    entries = [classify(spec, seen[spec]) for spec in files]
     for entry in entries:
         log.info("%s: %s%s", entry.file_name, entry.status, _detail(entry))
     warn_if_short_of_space(entries, output_dir)
@@ -158,24 +179,30 @@ def apply_skip_policy(
 ) -> None:
     """Report files that won't be downloaded; cancel unless the policy says skip them."""
     for status, skip, key in (
-        (Status.DOWNLOADED, skip_downloaded, "skip_downloaded"),
+        (Status.PRESENT, skip_downloaded, "skip_downloaded"),
         (Status.UNAVAILABLE, skip_unavailable, "skip_unavailable"),
     ):
-        names = [e.file_name for e in entries if e.status == status]
-        if not names:
+        listed = [e for e in entries if e.status == status]
+        if not listed:
             continue
-        what = (
-            "already in the output directory"
-            if status == Status.DOWNLOADED
-            else ("not available for download")
-        )
-        log.warning("%d file(s) %s: %s", len(names), what, ", ".join(names))
+        names = [e.file_name for e in listed]
+        what = SKIP_HEADINGS[status]
+        log.warning("%d file(s) %s:", len(names), what)
+        for entry in listed:
+            log.warning("  %s: %s", entry.file_name, entry.reason)
         if not skip:
             raise Cancelled(
                 f"{len(names)} file(s) {what}: {', '.join(names)}; "
                 f"set {key}: true to skip them, or remove them from the batch"
             )
         log.warning("skipping them (%s: true)", key)
+
+
+SKIP_HEADINGS = {
+    Status.PRESENT: "already in the output directory, not written by ghga-tasks "
+    "(present, not verified)",
+    Status.UNAVAILABLE: "not available for download",
+}
 
 
 def write_plan(entries: list[PlanEntry], path: Path) -> None:

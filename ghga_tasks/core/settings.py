@@ -38,7 +38,6 @@ class Settings:
     ghga_public_key: str = ""
     skip_downloaded: bool = False
     skip_unavailable: bool = False
-    overwrite: bool = False
     max_wait_time: float = 3600.0
     connections: int = 4
     part_size: int = 16 * 1024 * 1024

@@ -146,7 +146,7 @@ _OUTRO = [
     "rename; on any error, Ctrl-C or SIGTERM (turned into the same path by the step "
     "commands) the `.part` is deleted *before* waiting for connections to wind down.",
     "- The final name is given by a hard link (or, where links are not supported, a "
-    "checked rename): an existing file is never replaced unless `overwrite: true`.",
+    "checked rename): an existing file is never replaced.",
     "- A run holds a lock on its output directory; a second run is refused and told "
     "which process holds it. A `.part` left by a SIGKILL is replaced by the next run.",
     "- Each byte range resumes after a break from its last written byte, with its own "

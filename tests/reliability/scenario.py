@@ -26,8 +26,8 @@ from click.testing import CliRunner
 from crypt4gh import lib
 
 from ghga_tasks.cli import main
-from ghga_tasks.core import batch
-from ghga_tasks.core.plan import read_plan
+from ghga_tasks.core import state
+from ghga_tasks.core.plan import plan_path, read_plan
 from ghga_tasks.core.settings import Settings
 from ghga_tasks.core.work_package import FileSpec, typed_extension
 from ghga_tasks.sandbox import Sandbox
@@ -102,7 +102,7 @@ class Batch:
         return run
 
     def download(self, file_name: str) -> Run:
-        settings_file = batch.settings_path(self.settings.output_dir)
+        settings_file = state.settings_path(self.settings.output_dir)
         run = invoke(["step", "download", "--settings", str(settings_file), file_name], self.env)
         self.runs.append(run)
         return run
@@ -114,7 +114,7 @@ class Batch:
         if planned.exit_code != 0:
             return planned
         between()
-        entries = read_plan(batch.plan_path(self.settings.output_dir))
+        entries = read_plan(plan_path(self.settings.output_dir))
         results = [self.download(e.file_name) for e in entries if e.to_download]
         return combined(planned, results)
 

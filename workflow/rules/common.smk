@@ -3,9 +3,10 @@
 
 from pathlib import Path
 
-from ghga_tasks.core import batch, jobs, shutdown
+from ghga_tasks.core import batch, jobs, shutdown, state
+from ghga_tasks.core.report import write_report_after_failure
 from ghga_tasks.core.locks import hold_run_lock
-from ghga_tasks.core.plan import download_ranks, read_plan
+from ghga_tasks.core.plan import download_ranks, plan_path, read_plan
 from ghga_tasks.core.settings import Settings, normalize_config
 
 from snakemake.logging import logger
@@ -17,7 +18,7 @@ validate(config, "../schemas/config.schema.yaml", set_default=True)
 
 SETTINGS = Settings.from_mapping(config)
 OUTPUT_DIR = str(SETTINGS.output_dir)
-STATE_DIR = f"{OUTPUT_DIR}/{batch.STATE_DIR}"
+STATE_DIR = f"{OUTPUT_DIR}/{state.STATE_DIR}"
 LOG_DIR = f"{OUTPUT_DIR}/logs"
 
 
@@ -49,7 +50,7 @@ def download_priority(wildcards):
     Reads the plan file directly, not through the checkpoint: a download job submitted to
     a cluster evaluates this again without the checkpoint in its DAG, where `.get()` fails.
     """
-    plan = batch.plan_path(SETTINGS.output_dir)
+    plan = plan_path(SETTINGS.output_dir)
     if not plan.exists():
         return 0
     return download_ranks(plan).get(wildcards.file_name, 0)
@@ -65,10 +66,10 @@ def warn_unless_jobs_in_threads(workflow):
         )
 
 
-def write_report_after_failure():
+def report_after_failure():
     """ghga_report.tsv after a failed run, if a plan was made: every file's outcome."""
-    if batch.plan_path(SETTINGS.output_dir).exists():
-        batch.write_report_after_failure(SETTINGS.output_dir)
+    if plan_path(SETTINGS.output_dir).exists():
+        write_report_after_failure(SETTINGS.output_dir)
         logger.error(
             f"ghga-tasks: every file's outcome is in {OUTPUT_DIR}/ghga_report.tsv"
         )

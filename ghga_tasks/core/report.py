@@ -1,0 +1,115 @@
+"""``ghga_report.tsv``: one row per planned file, in plan order, with what happened to it.
+
+Built from the plan and the state records (``state``), never by reading the downloaded
+files again: a resumed batch of terabytes is reported in milliseconds, and rows of files
+completed by earlier runs keep their checksums.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import state
+from .errors import FilesFailed
+from .plan import PlanEntry, Status, plan_path, read_plan
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+REPORT_FILE = "ghga_report.tsv"
+REPORT_COLUMNS = [
+    "file_id",
+    "file_name",
+    "outcome",
+    "bytes",
+    "sha256",
+    "seconds",
+    "waited_seconds",
+    "content_sha256",
+    "started_at",
+    "finished_at",
+    "envelope_writer_key",
+    "error",
+]
+
+
+def report_path(output_dir: Path) -> Path:
+    return output_dir / REPORT_FILE
+
+
+def write_report(output_dir: Path) -> pd.DataFrame:
+    """One row per planned file, in plan order, from the plan and the state records."""
+    import pandas as pd  # here: the download jobs that import this module never need it
+
+    entries = read_plan(plan_path(output_dir))
+    for entry in entries:
+        if entry.to_download:
+            state.seal_result(output_dir, entry.file_name)
+    rows = [_report_row(output_dir, entry) for entry in entries]
+    frame = pd.DataFrame(rows, columns=REPORT_COLUMNS)
+    path = report_path(output_dir)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, sep="\t", index=False)
+    os.replace(tmp, path)
+    return frame
+
+
+def write_report_after_failure(output_dir: Path) -> None:
+    """The report of a run that stopped with failed files, if a plan was made.
+
+    Dated a second before the plan: Snakemake sees a report newer than its inputs as done
+    and would not even look for the missing files on the next run; a report older than
+    the plan is re-made, after those files are downloaded.
+    """
+    plan = plan_path(output_dir)
+    if not plan.exists():
+        return
+    write_report(output_dir)
+    before_plan = plan.stat().st_mtime - 1
+    os.utime(report_path(output_dir), (before_plan, before_plan))
+
+
+def files_failed(output_dir: Path) -> FilesFailed | None:
+    """The failures of the files the current plan downloads, in plan order, as one error
+    (None if none failed)."""
+    planned = [e.file_name for e in read_plan(plan_path(output_dir)) if e.to_download]
+    records = [r for name in planned if (r := state.read_failure(output_dir, name))]
+    if not records:
+        return None
+    return FilesFailed(
+        errors=[str(r["error"]) for r in records], exit_codes=[int(r["exit_code"]) for r in records]
+    )
+
+
+def _report_row(output_dir: Path, entry: PlanEntry) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(REPORT_COLUMNS, "")
+    row.update(
+        file_id=entry.file_id,
+        file_name=entry.file_name,
+        bytes=0,
+        seconds=0.0,
+        waited_seconds=0.0,
+        content_sha256=entry.sha256,
+    )
+    row.update(_outcome(output_dir, entry))
+    return row
+
+
+def _outcome(output_dir: Path, entry: PlanEntry) -> dict[str, Any]:
+    """The outcome columns of one row."""
+    if entry.status == Status.UNAVAILABLE:
+        return {"outcome": "skipped_unavailable", "error": entry.reason}
+    existing = state.existing_file(output_dir, entry.file_name)
+    if entry.status == Status.PRESENT:
+        # Nothing vouches for these bytes: no checksum, and the report says why.
+        size = existing.size if existing is not None else 0
+        return {"outcome": "skipped_downloaded", "bytes": size, "error": entry.reason}
+    failure = state.read_failure(output_dir, entry.file_name)
+    if failure is not None and entry.to_download:
+        return {"outcome": "failed", "error": failure["error"]}
+    if existing is not None and existing.result is not None:
+        carried = {k: v for k, v in existing.result.items() if k in REPORT_COLUMNS}
+        return {**{k: v for k, v in carried.items() if v is not None}, "outcome": "downloaded"}
+    return {"outcome": "failed", "error": "not downloaded: the run stopped before this file"}

@@ -1,0 +1,154 @@
+"""What ghga-tasks keeps about an output directory, under ``<output_dir>/.ghga_tasks/``.
+
+    settings.json              the settings the plan step resolved; download jobs use them
+    results/<file_name>.json   one per file ghga-tasks completed: size, SHA-256, mtime, ...
+    failures/<file_name>.json  one per file whose last attempt failed: message, exit code
+
+A result record is how ghga-tasks vouches for a file: it wrote it, and the file still has
+the size and modification time the record holds. Then it is a finished download, whatever
+run wrote it: a re-run or a changed setting never cancels because of it, never downloads it
+again, and the report carries its checksums forward without reading the file again. A file
+under a final name without such a record (the user's own, or one changed since) is only
+*present*: nothing vouches for its bytes.
+
+The modification time is the record's weak spot: Snakemake touches every output after its
+job, so the time a download job records is stale a moment later. The report step, which
+runs right after the downloads, *seals* the records with the times then on disk. A record
+whose time no longer matches (not sealed, or the file was touched) is checked the slow way
+once: the file's SHA-256 against the record's, and sealed anew if they agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigurationError, GhgaTasksError
+from .settings import Settings
+
+STATE_DIR = ".ghga_tasks"
+SETTINGS_FILE = "settings.json"
+HASH_READ_SIZE = 4 * 1024 * 1024
+
+
+def settings_path(output_dir: Path) -> Path:
+    return output_dir / STATE_DIR / SETTINGS_FILE
+
+
+def result_path(output_dir: Path, file_name: str) -> Path:
+    return output_dir / STATE_DIR / "results" / f"{file_name}.json"
+
+
+def failure_path(output_dir: Path, file_name: str) -> Path:
+    return output_dir / STATE_DIR / "failures" / f"{file_name}.json"
+
+
+def save_settings(settings: Settings) -> None:
+    _write_json(settings_path(settings.output_dir), json.loads(settings.to_json()))
+
+
+def load_settings(path: Path) -> Settings:
+    try:
+        return Settings.from_mapping(json.loads(path.read_text()))
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(setting=str(path), problem=f"unreadable ({error})") from None
+
+
+def record_result(output_dir: Path, file_name: str, result: dict[str, Any]) -> None:
+    """Vouch for a completed file (``result`` holds at least ``bytes`` and ``mtime_ns``)."""
+    _write_json(result_path(output_dir, file_name), result)
+
+
+def record_failure(output_dir: Path, file_name: str, error: GhgaTasksError) -> None:
+    """Keep why a download failed, for the report and the CLI's exit code.
+
+    Not a declared Snakemake output: Snakemake deletes those when a job fails.
+    """
+    record = {"file_name": file_name, "exit_code": error.exit_code, "error": str(error)}
+    _write_json(failure_path(output_dir, file_name), record)
+
+
+def clear_failure(output_dir: Path, file_name: str) -> None:
+    failure_path(output_dir, file_name).unlink(missing_ok=True)
+
+
+def read_failure(output_dir: Path, file_name: str) -> dict[str, Any] | None:
+    return _read_json(failure_path(output_dir, file_name))
+
+
+@dataclass(frozen=True)
+class Existing:
+    """A file under its final name, and whether ghga-tasks vouches for it."""
+
+    size: int
+    result: dict[str, Any] | None  # the record that still matches the file, if any
+    why_not: str = ""  # why nothing vouches for it
+
+    @property
+    def vouched(self) -> bool:
+        return self.result is not None
+
+
+def existing_file(output_dir: Path, file_name: str) -> Existing | None:
+    """What is under ``file_name`` now (None: nothing), and whether its record vouches for
+    it. The file is read only when its time no longer matches the record's."""
+    path = output_dir / file_name
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    record = _read_json(result_path(output_dir, file_name))
+    if record is None:
+        return Existing(stat.st_size, None, "not written by ghga-tasks")
+    if record.get("bytes") != stat.st_size:
+        return Existing(stat.st_size, None, "changed since ghga-tasks wrote it (size)")
+    if record.get("mtime_ns") == stat.st_mtime_ns and record.get("sealed"):
+        return Existing(stat.st_size, record)
+    if file_sha256(path) != record.get("sha256"):
+        return Existing(stat.st_size, None, "changed since ghga-tasks wrote it (content)")
+    record_result(output_dir, file_name, {**record, "mtime_ns": stat.st_mtime_ns, "sealed": True})
+    return Existing(stat.st_size, record)
+
+
+def seal_result(output_dir: Path, file_name: str) -> None:
+    """Take the file's time as it is now into its record, if the size still matches (the
+    report step, right after the downloads: see the module's notes)."""
+    record = _read_json(result_path(output_dir, file_name))
+    if record is None or record.get("sealed"):
+        return
+    try:
+        stat = (output_dir / file_name).stat()
+    except FileNotFoundError:
+        return
+    if record.get("bytes") == stat.st_size:
+        record_result(
+            output_dir, file_name, {**record, "mtime_ns": stat.st_mtime_ns, "sealed": True}
+        )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while block := stream.read(HASH_READ_SIZE):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Written whole or not at all: a record cut short would vouch for nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # missing or damaged: vouches for nothing
+    return value if isinstance(value, dict) else None
