@@ -4,6 +4,7 @@ settings, and the layering rule that the core never imports snakemake or click."
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 import json
 import subprocess
@@ -220,12 +221,40 @@ def test_damaged_plan_is_a_clear_error(tmp_path: Path) -> None:
         read_plan(tmp_path / "ghga_plan.tsv")
 
 
-def test_schema_and_settings_declare_the_same_keys_and_defaults() -> None:
+SCHEMA_TYPES = {"Path": "string", "str": "string", "bool": "boolean", "int": "integer"}
+BOUNDS = ("enum", "minimum", "exclusiveMinimum")
+
+
+def test_schema_and_settings_declare_the_same_keys_types_bounds_and_defaults() -> None:
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    assert schema["additionalProperties"] is False  # a typo'd key fails validation too
+    fields = {spec.name: spec for spec in dataclasses.fields(Settings)}
     defaults = Settings().as_dict()
-    assert set(schema["properties"]) == set(defaults)
+    assert set(schema["properties"]) == set(fields)
     for key, spec in schema["properties"].items():
         assert Settings.from_mapping({key: spec["default"]}).as_dict()[key] == defaults[key], key
+        assert spec["type"] == SCHEMA_TYPES.get(str(fields[key].type), "number"), key
+        declared = {bound: fields[key].metadata[bound] for bound in fields[key].metadata}
+        in_schema = {bound: spec[bound] for bound in BOUNDS if bound in spec}
+        assert {b: list(v) if b == "enum" else v for b, v in declared.items()} == in_schema, key
+
+
+def test_a_setting_of_a_type_nobody_reads_is_our_own_error() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Extended(Settings):
+        when: complex = 0j  # no converter for this
+
+    with pytest.raises(ConfigurationError, match="unsupported type"):
+        Extended.from_mapping({"when": "1"})
+
+
+@pytest.mark.parametrize(
+    ("key", "nearest"),
+    [("skip_downloded", "skip_downloaded"), ("verfy", "verify"), ("conections", "connections")],
+)
+def test_unknown_config_key_names_the_nearest_one(key: str, nearest: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"unknown key '{key}'; did you mean {nearest}"):
+        Settings.from_mapping({key: "true"}, source="config")
 
 
 def test_config_file_sets_exactly_the_defaults() -> None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ghga_tasks.core.errors import ConfigurationError
-from ghga_tasks.core.settings import Settings, normalize_config
+from ghga_tasks.core.settings import Settings, check_known_keys, normalize_config
 
 DEFAULT_CONFIG_FILE = Path("config/config.yaml")
 
@@ -27,23 +25,19 @@ def load_config_file(path: Path | None) -> dict[str, Any]:
         raise ConfigurationError(setting=str(path), problem=f"unreadable ({error})") from None
     if not isinstance(values, dict):
         raise ConfigurationError(setting=str(path), problem="is not a mapping of keys to values")
+    check_known_keys(values, source=str(path))
     return values
 
 
 def parse_config_values(items: tuple[str, ...]) -> dict[str, str]:
     """``("connections=2", ...)`` -> ``{"connections": "2"}``; each key must be a setting."""
-    known = {spec.name for spec in dataclasses.fields(Settings)}
     values: dict[str, str] = {}
     for item in items:
         key, equals, value = item.partition("=")
-        key = key.strip()
-        if not equals or not key:
+        if not equals or not key.strip():
             raise ConfigurationError(setting="--config", problem=f"{item!r} is not KEY=VALUE")
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            raise ConfigurationError(setting="--config", problem=f"unknown key {key!r}{hint}")
-        values[key] = value
+        values[key.strip()] = value
+    check_known_keys(values, source="--config")
     return values
 
 

@@ -8,10 +8,11 @@ works on a Snakemake config and on the JSON the plan step writes for the downloa
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,15 @@ from .errors import ConfigurationError
 WORK_PACKAGE_SOURCES = ("env", "wps")
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
+# Bounds in JSON Schema's words, so the config schema can be checked against them.
+AT_LEAST_ONE = {"minimum": 1}
+POSITIVE = {"exclusiveMinimum": 0}  # and finite: NaN or infinity would never be reached
 
 
 @dataclass(frozen=True)
 class Settings:
     output_dir: Path = Path("downloads")
-    work_package_source: str = "env"
+    work_package_source: str = field(default="env", metadata={"enum": WORK_PACKAGE_SOURCES})
     # wps only: "" means the env var (GHGA_WKVS_URL, GHGA_DOWNLOAD_TOKEN) or GHGA's own
     # well-known values. A file *name* for the token: the token itself is never a setting.
     wkvs_url: str = ""
@@ -38,15 +42,15 @@ class Settings:
     ghga_public_key: str = ""
     skip_downloaded: bool = False
     skip_unavailable: bool = False
-    max_wait_time: float = 3600.0
-    connections: int = 4
-    part_size: int = 16 * 1024 * 1024
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    max_wait_time: float = field(default=3600.0, metadata=POSITIVE)
+    connections: int = field(default=4, metadata=AT_LEAST_ONE)
+    part_size: int = field(default=16 * 1024 * 1024, metadata=AT_LEAST_ONE)
+    connect_timeout: float = field(default=10.0, metadata=POSITIVE)
+    read_timeout: float = field(default=60.0, metadata=POSITIVE)
     # The Download API may hold a request while it stages a file or has the envelope made;
     # GHGA's own client waits 310 s for it (docs/protocol.md).
-    download_api_timeout: float = 310.0
-    range_retries: int = 5
+    download_api_timeout: float = field(default=310.0, metadata=POSITIVE)
+    range_retries: int = field(default=5, metadata=AT_LEAST_ONE)
     # Decrypt each file while it downloads (user_private_key) and compare the plaintext
     # SHA-256 with the archive's checksum; a mismatch deletes the .part (exit 5).
     verify: bool = False
@@ -58,23 +62,20 @@ class Settings:
     downloads_on_cluster: bool = False
 
     def __post_init__(self) -> None:
-        if self.work_package_source not in WORK_PACKAGE_SOURCES:
-            raise ConfigurationError(
-                setting="work_package_source",
-                problem=f"{self.work_package_source!r} is not one of {WORK_PACKAGE_SOURCES}",
-            )
-        for name in ("connections", "part_size", "range_retries"):
-            if getattr(self, name) < 1:
-                raise ConfigurationError(setting=name, problem="must be at least 1")
-        for name in ("max_wait_time", "connect_timeout", "read_timeout", "download_api_timeout"):
-            # `not > 0` also refuses NaN, which would make every deadline unreachable.
-            if not 0 < getattr(self, name) < math.inf:
-                raise ConfigurationError(setting=name, problem="must be a number greater than 0")
+        for spec in dataclasses.fields(self):
+            problem = _bound_problem(getattr(self, spec.name), spec.metadata)
+            if problem:
+                raise ConfigurationError(setting=spec.name, problem=problem)
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
-        """Build from a config mapping; unknown keys are ignored (a consumer's config may
-        carry its own), known ones are converted to the field's type."""
+    def from_mapping(cls, values: Mapping[str, Any], *, source: str = "") -> Settings:
+        """Build from a config mapping, each value converted to its field's type.
+
+        With ``source`` (where the mapping came from, for the message) an unknown key is
+        an error naming the nearest known one: a typo must not pass silently.
+        """
+        if source:
+            check_known_keys(values, source=source)
         converted: dict[str, Any] = {}
         for spec in dataclasses.fields(cls):
             if spec.name in values and values[spec.name] is not None:
@@ -87,6 +88,28 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_known_keys(values: Mapping[str, Any], *, source: str) -> None:
+    """Every key must be a setting; the error names the nearest one (``skip_downloded``:
+    did you mean ``skip_downloaded``?)."""
+    known = [spec.name for spec in dataclasses.fields(Settings)]
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(known)}"
+            raise ConfigurationError(setting=source, problem=f"unknown key {key!r}{hint}")
+
+
+def _bound_problem(value: Any, bounds: Mapping[str, Any]) -> str:
+    if "enum" in bounds and value not in bounds["enum"]:
+        return f"{value!r} is not one of {', '.join(bounds['enum'])}"
+    if "minimum" in bounds and not value >= bounds["minimum"]:
+        return f"must be at least {bounds['minimum']}"
+    # `not >` also refuses NaN, which would make every deadline unreachable.
+    if "exclusiveMinimum" in bounds and not bounds["exclusiveMinimum"] < value < math.inf:
+        return f"must be a number greater than {bounds['exclusiveMinimum']}"
+    return ""
 
 
 def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -119,8 +142,11 @@ def _convert(name: str, type_name: Any, value: Any) -> Any:
         "int": int,
         "float": float,
     }
+    converter = converters.get(str(type_name))
+    if converter is None:  # a new field with a type nobody taught us to read
+        raise ConfigurationError(setting=name, problem=f"has an unsupported type {type_name}")
     try:
-        return converters[str(type_name)](value)
+        return converter(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
         raise ConfigurationError(
             setting=name, problem=f"{value!r} is not a valid {type_name}"

@@ -7,12 +7,17 @@ from ghga_tasks.core import batch, jobs, shutdown, state
 from ghga_tasks.core.report import write_report_after_failure
 from ghga_tasks.core.locks import hold_run_lock
 from ghga_tasks.core.plan import download_ranks, plan_path, read_plan
-from ghga_tasks.core.settings import Settings, normalize_config
+from ghga_tasks.core.settings import Settings, check_known_keys, normalize_config
 
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-# `--config skip_unavailable=true` arrives as the string "true": normalise before checking.
+# A typo in a key must not pass silently: name it and the nearest key (before the schema,
+# whose message names neither). `--config skip_unavailable=true` arrives as the string
+# "true": normalise before checking.
+check_known_keys(
+    config, source="config (config file, --config or the module's config:)"
+)
 config.update(normalize_config(config))
 validate(config, "../schemas/config.schema.yaml", set_default=True)
 
