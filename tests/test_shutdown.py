@@ -30,25 +30,36 @@ def test_a_staging_wait_ends_as_soon_as_a_stop_is_requested(handlers) -> None:
     assert time.monotonic() - started < 20  # not the 30 s asked for
 
 
-def test_a_signal_requests_a_stop_then_reaches_the_previous_handler(handlers) -> None:
+def test_a_signal_requests_a_stop_whoever_handles_it(handlers) -> None:
+    shutdown.watch_signals()
     seen: list[int] = []
+    # Installed after us, as Snakemake's scheduler installs its SIGTERM handler.
     signal.signal(signal.SIGTERM, lambda signum, _frame: seen.append(signum))
-    shutdown.stop_on_signals()
-    shutdown.stop_on_signals()  # a second workflow in this process: not chained twice
+    shutdown.watch_signals()  # a second run in this process: one watcher still
     signal.raise_signal(signal.SIGTERM)
-    assert shutdown.REQUESTED.is_set()
+    assert shutdown.REQUESTED.wait(5)
     assert seen == [signal.SIGTERM]  # Snakemake's own handler still runs, once
+    assert [t.name for t in threading.enumerate()].count("ghga-tasks-signals") == 1
 
 
 def test_ctrl_c_still_raises_keyboard_interrupt(handlers) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    shutdown.stop_on_signals()
+    shutdown.watch_signals()
     with pytest.raises(KeyboardInterrupt):
         signal.raise_signal(signal.SIGINT)
-    assert shutdown.REQUESTED.is_set()
+    assert shutdown.REQUESTED.wait(5)
+
+
+def test_other_signals_request_nothing(handlers) -> None:
+    shutdown.watch_signals()
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: None)
+    signal.raise_signal(signal.SIGUSR1)
+    time.sleep(0.2)
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    assert not shutdown.REQUESTED.is_set()
 
 
 def test_a_new_run_starts_with_no_stop_requested(handlers) -> None:
     shutdown.REQUESTED.set()
-    shutdown.stop_on_signals()
+    shutdown.watch_signals()
     shutdown.check()  # does not raise

@@ -207,6 +207,35 @@ def test_workflow_stopped_by_a_signal_keeps_finished_files_only(
 
 
 @pytest.mark.snakemake
+def test_interrupted_batch_resumed_then_decrypt_verifies_every_file(
+    sandbox_factory, user_keys, tmp_path
+) -> None:
+    """Ctrl-C mid-batch, run again: the second run downloads only what is missing, and
+    the report keeps the first run's checksums, so decrypt verifies every file."""
+    sandbox = slowed(sandbox_factory(FILES))
+    workdir = project(tmp_path, user_keys)
+    process = start_snakemake(sandbox, workdir)
+    output = workdir / "downloads"
+    wait_for(output / f"{SLOW_NAME}.part", process)
+    os.killpg(process.pid, signal.SIGINT)
+    assert finish(process).exit_code != 0
+    sandbox.clear_faults()
+    sandbox.requests.clear()
+    resumed = start_snakemake(sandbox, workdir)
+    assert finish(resumed).exit_code == 0
+    fetched = {r.file_id for r in sandbox.requests.matching(path_prefix="/ga4gh")}
+    assert fetched == {SLOW}  # the finished file was neither probed nor fetched again
+    decrypt = subprocess.run(
+        [str(BIN / "ghga-tasks"), "decrypt", "--input-dir", "downloads", "--output-dir",
+         "plain", "--private-key", "key.sec"],
+        cwd=workdir, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert decrypt.returncode == 0, decrypt.stderr
+    statuses = [line.split()[0] for line in decrypt.stdout.splitlines() if "->" in line]
+    assert statuses == ["verified", "verified"], decrypt.stdout
+
+
+@pytest.mark.snakemake
 def test_sigterm_to_snakemake_alone_stops_the_running_download(
     sandbox_factory, user_keys, tmp_path, record_property
 ) -> None:

@@ -12,6 +12,7 @@ import click
 
 from ghga_tasks.core import batch, report, state
 from ghga_tasks.core.errors import Cancelled
+from ghga_tasks.core.locks import hold_run_lock
 from ghga_tasks.core.plan import SKIP_HEADINGS, PlanEntry, Status
 from ghga_tasks.core.settings import Settings
 from ghga_tasks.core.wps import ENV_DOWNLOAD_TOKEN, download_token_from
@@ -157,6 +158,7 @@ def download_batch(
     verbose: bool,
 ) -> None:
     """Plan, settle the skip questions (asking where no answer was given), download."""
+    hold_run_lock(settings.output_dir)  # before anything is planned or written
     ensure_download_token(settings)
     entries = batch.plan_batch(settings)
     settings = dataclasses.replace(
@@ -198,5 +200,6 @@ def _run_and_report(
 def plan(output_dir: Path | None, config_file: Path | None, config_values: tuple[str, ...]) -> None:
     """Probe every file (this starts staging) and show the plan; downloads nothing."""
     settings = build_settings(config_file, config_values, output_dir=output_dir)
+    hold_run_lock(settings.output_dir)  # a running batch's plan is not rewritten under it
     ensure_download_token(settings)
     show_plan(batch.plan_batch(settings), settings.output_dir)

@@ -71,6 +71,16 @@ def write_report_after_failure(output_dir: Path) -> None:
     os.utime(report_path(output_dir), (before_plan, before_plan))
 
 
+def write_report_if_files_failed(output_dir: Path, *, since: float) -> bool:
+    """After a run (``since``: when it started) in which files failed, the report its
+    report step could not write; True if it was written."""
+    failures = state.failure_path(output_dir, "x").parent
+    if not failures.is_dir() or all(p.stat().st_mtime < since for p in failures.iterdir()):
+        return False
+    write_report_after_failure(output_dir)
+    return report_path(output_dir).exists()
+
+
 def files_failed(output_dir: Path) -> FilesFailed | None:
     """The failures of the files the current plan downloads, in plan order, as one error
     (None if none failed)."""

@@ -1,21 +1,27 @@
 """A process-wide request to stop, for downloads that run in threads.
 
 Inside Snakemake a download job is a thread of the Snakemake process (``run:`` with
-``--force-use-threads``), and only the main thread ever sees a signal. The workflow calls
-:func:`stop_on_signals` once Snakemake has set up its own handlers; from then on Ctrl-C or
-SIGTERM first asks every download to stop (each removes its ``.part`` and raises
-``KeyboardInterrupt``), then lets Snakemake's own handling go on.
+``--force-use-threads``), and only the main thread ever sees a signal. :func:`watch_signals`
+makes Ctrl-C and SIGTERM set :data:`REQUESTED`, which the transfer and the staging wait
+check every 0.1 s: the download removes its ``.part`` and stops.
+
+How: ``signal.set_wakeup_fd``. Python's C-level signal handler writes the number of every
+signal that has a Python handler into that descriptor, whoever's handler it is, and a
+small thread reads it. So it keeps working when Snakemake installs its own SIGTERM handler
+after us (its scheduler does, when it starts), or asyncio swaps the SIGINT handler for a
+moment, and it never changes what those handlers do. A wake-up descriptor that was set
+before ours (rare) still gets every byte.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
-from types import FrameType
-from typing import Any
 
 REQUESTED = threading.Event()
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 
 def check() -> None:
@@ -30,28 +36,29 @@ def sleep(seconds: float) -> None:
         raise KeyboardInterrupt("stop requested")
 
 
-def stop_on_signals() -> None:
-    """In the main thread: SIGINT and SIGTERM request a stop, then reach the handler that
-    was there before (Snakemake's, or Python's ``KeyboardInterrupt``). A new run starts
-    with no stop requested."""
+def watch_signals() -> None:
+    """Main thread only: from now on SIGINT and SIGTERM also request a stop. A new run
+    starts with no stop requested; calling it again only does that."""
     REQUESTED.clear()
-    for signum in STOP_SIGNALS:
-        previous = signal.getsignal(signum)
-        if getattr(previous, "requests_stop", False):
-            continue  # installed already (a second workflow in this process)
-        signal.signal(signum, _chained(previous))
+    if _watcher.is_set():
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)  # the C handler must never block
+    previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    thread = threading.Thread(
+        target=_watch, args=(read_end, previous), name="ghga-tasks-signals", daemon=True
+    )
+    thread.start()
+    _watcher.set()
 
 
-def _chained(previous: Any) -> Any:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        REQUESTED.set()
-        if callable(previous):
-            previous(signum, frame)
-        elif previous == signal.SIG_DFL and signum == signal.SIGINT:
-            raise KeyboardInterrupt()
-        elif previous == signal.SIG_DFL:
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
+_watcher = threading.Event()  # set once the process has its watcher thread
 
-    handler.requests_stop = True  # type: ignore[attr-defined]
-    return handler
+
+def _watch(read_end: int, previous: int) -> None:
+    while chunk := os.read(read_end, 64):
+        if STOP_SIGNALS & set(chunk):
+            REQUESTED.set()
+        if previous >= 0:
+            with contextlib.suppress(OSError):
+                os.write(previous, chunk)

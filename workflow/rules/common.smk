@@ -3,11 +3,10 @@
 
 from pathlib import Path
 
-from ghga_tasks.core import batch, jobs, shutdown, state
-from ghga_tasks.core.report import write_report_after_failure
-from ghga_tasks.core.locks import hold_run_lock
+from ghga_tasks.core import batch, jobs, state
 from ghga_tasks.core.plan import download_ranks, plan_path, read_plan
 from ghga_tasks.core.settings import Settings, check_known_keys, normalize_config
+from ghga_tasks.snakemake_support import limit_resource, start_of_run
 
 from snakemake.logging import logger
 from snakemake.utils import validate
@@ -36,7 +35,12 @@ def downloads_run_locally() -> bool:
 
 
 def planned_plan(wildcards=None):
-    """The plan file, once the checkpoint has written it (re-evaluates the DAG)."""
+    """The plan file, once the checkpoint has written it (re-evaluates the DAG).
+
+    The first call of a run takes the run's guarantees (lock, stop on signals): Snakemake
+    calls it while it builds the DAG, before any job, in a module too.
+    """
+    start_of_run(workflow, SETTINGS.output_dir, logger)
     return checkpoints.plan_downloads.get().output.plan
 
 
@@ -55,31 +59,18 @@ def download_priority(wildcards):
     Reads the plan file directly, not through the checkpoint: a download job submitted to
     a cluster evaluates this again without the checkpoint in its DAG, where `.get()` fails.
     """
+    start_of_run(workflow, SETTINGS.output_dir, logger)
     plan = plan_path(SETTINGS.output_dir)
     if not plan.exists():
         return 0
     return download_ranks(plan).get(wildcards.file_name, 0)
 
 
-def warn_unless_jobs_in_threads(workflow):
-    """Without --force-use-threads Snakemake starts a new Snakemake process for every
-    download job (seconds per file): say how to avoid it."""
-    if not workflow.use_threads:
-        logger.warning(
-            "ghga-tasks: each download job starts its own Snakemake process (slow for many "
-            "files); run with --force-use-threads, as profiles/default does."
-        )
-
-
-def report_after_failure():
-    """ghga_report.tsv after a failed run, if a plan was made: every file's outcome."""
-    if plan_path(SETTINGS.output_dir).exists():
-        write_report_after_failure(SETTINGS.output_dir)
-        logger.error(
-            f"ghga-tasks: every file's outcome is in {OUTPUT_DIR}/ghga_report.tsv"
-        )
-
-
 def directory_of_plan(wildcards, input):
     """The output directory, derived from an input so it also holds on remote executors."""
     return str(Path(input.plan).parent)
+
+
+# Never two downloads at once, whatever --cores or the executor allows: one file uses
+# several connections already. Set here because it wins over the command line.
+limit_resource(workflow, "downloads", 1)
