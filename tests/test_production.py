@@ -246,3 +246,15 @@ def test_wrong_download_api_url_is_a_configuration_error(
     assert run.returncode == 2, (why, run.stderr)
     assert url in run.stderr and "GHGA_DOWNLOAD_API_URL" in run.stderr
     assert not (project / "downloads/ghga_plan.tsv").exists()
+
+
+def test_env_mode_against_a_production_style_api_says_to_use_wps(sandbox_factory, project) -> None:
+    sandbox = sandbox_factory(MID_BATCH[:1], env_clients=False)  # wants work order tokens
+    env = {**os.environ, **sandbox.env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    run = subprocess.run(
+        [str(BIN / "ghga-tasks"), "download", "--yes"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert "Not authenticated" in run.stderr and "work_package_source: wps" in run.stderr
+    assert not list((project / "downloads").glob("*.c4gh"))

@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
 DEFAULT_RETRY_AFTER = 5.0  # when a 202 carries a Retry-After we cannot read
 MAX_RETRY_AFTER = 300.0  # the real DCS never asks for more; a larger value is a server bug
+# GHGA's Download API wants a fresh work order token per file, which only the wps source
+# gets (docs/protocol.md); env mode sends none, or one fixed token.
+NO_TOKEN_HINT = (
+    "; this Download API wants a work order token for each file: "
+    "use work_package_source: wps (the download token from the GHGA data portal)"
+)
 HEALTH_TIMEOUT = 5.0  # seconds, as GHGA's own client allows its health check
 MAX_OBJECT_SIZE = 2**53  # 9 PB: a larger DRS size is a server bug, not a file
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
@@ -253,11 +259,12 @@ class DownloadApi:
         except requests.RequestException as error:
             raise ApiError(url=url, file_id=file_id, problem=_describe(error)) from error
         if response.status_code in (401, 403):
+            hint = "" if token else NO_TOKEN_HINT
             raise AuthorizationError(
                 url=url,
                 file_id=file_id,
                 status_code=response.status_code,
-                problem=f"not authorized: {error_reason(response)}",
+                problem=f"not authorized: {error_reason(response)}{hint}",
             )
         return response
 
