@@ -8,7 +8,8 @@ Snakemake release that changes one fails loudly there instead of quietly here.
 It also holds :func:`start_of_run`, the guarantees every run gets whatever the entry point
 (the repository's Snakefile, a ``module`` in someone else's Snakefile, ``ghga-tasks
 download``): the run lock on the output directory, downloads that stop at once on Ctrl-C
-or SIGTERM, a warning when jobs are not threads, and a report even when files failed.
+or SIGTERM, a warning when jobs are not threads, a report even when files failed, and
+a summary of every file's outcome at the end.
 Snakemake registers ``onstart`` and ``onerror`` only for the main Snakefile, so a module
 would lose them all there; instead the workflow's input functions call
 :func:`start_of_run` while Snakemake builds its DAG, in its main thread, before any job
@@ -27,7 +28,7 @@ from typing import Any
 
 from ghga_tasks.core import shutdown
 from ghga_tasks.core.locks import hold_run_lock
-from ghga_tasks.core.report import report_path, write_report_if_files_failed
+from ghga_tasks.core.report import summary_lines, write_report_if_files_failed, written_since
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,20 @@ def _guard_run(_run: int, output_dir: Path, threads: bool, logger: Any) -> None:
     shutdown.watch_signals()
     if not threads:
         logger.warning(NO_THREADS_WARNING)
-    atexit.register(_report_failed_files, output_dir, time.time())
+    atexit.register(_end_of_run, output_dir, time.time())
 
 
-def _report_failed_files(output_dir: Path, started: float) -> None:
-    """At the end of a run in which files failed (with keep-going the others went on),
-    the report step could not run: write the report anyway, so every file has a row."""
-    if write_report_if_files_failed(output_dir, since=started):
-        print(f"ghga-tasks: every file's outcome is in {report_path(output_dir)}", file=sys.stderr)
+def _end_of_run(output_dir: Path, started: float) -> None:
+    """After the run: the report, if files failed and its step could not run, and the
+    summary, wherever Snakemake ran from (a module too), unless the caller prints it."""
+    write_report_if_files_failed(output_dir, since=started)
+    if _summary_at_exit and written_since(output_dir, started):
+        print("\n".join(["", *summary_lines(output_dir)]), file=sys.stderr)
+
+
+_summary_at_exit = [True]
+
+
+def summary_printed_by_caller() -> None:
+    """For ``ghga-tasks download``, which prints the summary itself."""
+    _summary_at_exit.clear()

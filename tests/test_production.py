@@ -197,6 +197,8 @@ def test_a_file_failing_mid_batch_does_not_stop_the_others(
     assert list(report["outcome"]) == ["downloaded", "failed", "downloaded"]
     assert "GHGAF2: download failed" in report.loc["GHGAF2", "error"]
     assert report.loc["GHGAF1", "sha256"] and report.loc["GHGAF3", "sha256"]
+    summary = run.stderr[run.stderr.index("Summary:") :]  # snakemake's output ends with it
+    assert "GHGAF2.bam.c4gh" in summary and "2 downloaded, 1 failed" in summary
 
     # The report written after the failure must not make the next run think it is done.
     sandbox.set_faults("GHGAF2", Faults())

@@ -246,3 +246,34 @@ def test_module_consumer_warns_exactly_when_jobs_are_not_threads(
     assert run.returncode == 0, run.stderr[-3000:]
     assert (NO_THREADS in run.stderr) is not threads
     assert run.stderr.count(NO_THREADS) <= 1  # once, not once per job
+    summary = run.stderr[run.stderr.index("Summary:") :].splitlines()  # at the end, once
+    assert summary[1].split()[:2] == ["GHGAF1.bam.c4gh", "downloaded"]
+    assert summary[-1].startswith("Report: /") and summary[-1].endswith("downloads/ghga_report.tsv")
+
+
+def test_second_cli_run_beside_a_running_one_is_refused_before_it_writes(
+    sandbox_factory, project
+) -> None:
+    sandbox = sandbox_factory(SLOW)
+    sandbox.set_faults("GHGAF1", Faults(delay_seconds=0.3))
+    command = [str(BIN / "ghga-tasks"), "download", "--yes", "--config", "part_size=65536"]
+    first = subprocess.Popen(
+        command, cwd=project, env=environment(sandbox), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(project / "downloads/GHGAF1.bam.c4gh.part", first)
+        plan = project / "downloads/ghga_plan.tsv"
+        plan_before = (plan.read_bytes(), plan.stat().st_mtime_ns)
+        second = subprocess.run(
+            command, cwd=project, env=environment(sandbox), capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert second.returncode == 1
+        assert second.stderr.startswith("Error: ") and second.stderr.count("\n") == 1
+        assert "another ghga-tasks run is downloading into this directory" in second.stderr
+        assert f"(process {first.pid} on " in second.stderr  # who holds it
+        assert (plan.read_bytes(), plan.stat().st_mtime_ns) == plan_before  # not re-planned
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=120)

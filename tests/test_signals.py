@@ -207,6 +207,24 @@ def test_workflow_stopped_by_a_signal_keeps_finished_files_only(
 
 
 @pytest.mark.snakemake
+def test_ctrl_c_mid_file_in_the_cli_exits_130_naming_the_interrupted_file(
+    sandbox_factory, user_keys, tmp_path
+) -> None:
+    sandbox = slowed(sandbox_factory(FILES))
+    workdir = project(tmp_path, user_keys)
+    process = start_cli_download(sandbox, workdir)
+    wait_for(workdir / "downloads" / f"{SLOW_NAME}.part", process)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == "Interrupted: no partial file was kept."
+    summary = [line for line in out.splitlines() if SLOW_NAME in line]
+    assert summary and "interrupted" in summary[-1], out
+    assert "Traceback" not in out + err
+    assert not list((workdir / "downloads").glob("*.part"))
+
+
+@pytest.mark.snakemake
 def test_interrupted_batch_resumed_then_decrypt_verifies_every_file(
     sandbox_factory, user_keys, tmp_path
 ) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from ghga_tasks.core.errors import GhgaTasksError
+from ghga_tasks.core.errors import GhgaTasksError, Interrupted
 
 log = logging.getLogger("ghga_tasks")
 
@@ -64,14 +64,14 @@ class ErrorHandlingGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (KeyboardInterrupt, Interrupted):  # one message for every interruption
+            click.echo("Interrupted: no partial file was kept.", err=True)
+            ctx.exit(INTERRUPTED)
         except GhgaTasksError as error:
             if ctx.obj and ctx.obj.get("verbose"):
                 log.exception("details")
             click.echo(f"Error: {error}", err=True)
             ctx.exit(error.exit_code)
-        except KeyboardInterrupt:
-            click.echo("Interrupted: no partial file was kept.", err=True)
-            ctx.exit(INTERRUPTED)
 
 
 @click.group(cls=ErrorHandlingGroup)

@@ -10,15 +10,16 @@ from pathlib import Path
 
 import click
 
-from ghga_tasks.core import batch, report, state
-from ghga_tasks.core.errors import Cancelled
+from ghga_tasks.core import batch, report, shutdown, state
+from ghga_tasks.core.errors import Cancelled, Interrupted
 from ghga_tasks.core.locks import hold_run_lock
 from ghga_tasks.core.plan import SKIP_HEADINGS, PlanEntry, Status
+from ghga_tasks.core.report import human_bytes
 from ghga_tasks.core.settings import Settings
 from ghga_tasks.core.wps import ENV_DOWNLOAD_TOKEN, download_token_from
 
 from .options import build_settings
-from .progress import ProgressWatcher, human_bytes
+from .progress import ProgressWatcher
 from .workflow import WorkflowFailed, run_workflow
 
 config_file_option = click.option(
@@ -104,15 +105,9 @@ def show_plan(entries: list[PlanEntry], output_dir: Path) -> None:
 
 
 def show_report(output_dir: Path) -> None:
-    import pandas as pd  # here, not at start-up: the plan's probes start staging sooner
-
-    frame = pd.read_csv(output_dir / report.REPORT_FILE, sep="\t", dtype=str, keep_default_na=False)
-    click.echo("\nSummary:")
-    for row in frame.itertuples(index=False):
-        size = human_bytes(int(row.bytes)) if row.bytes not in ("", "0") else ""
-        note = f"  {row.error}" if row.error else ""
-        click.echo(f"  {row.file_name:<40} {row.outcome:<20} {size}{note}")
-    click.echo(f"Report: {output_dir / report.REPORT_FILE}")
+    click.echo("")
+    for line in report.summary_lines(output_dir):
+        click.echo(line)
 
 
 @click.command()
@@ -189,6 +184,8 @@ def _run_and_report(
     except WorkflowFailed as failed:
         report.write_report_after_failure(settings.output_dir)
         show_report(settings.output_dir)
+        if shutdown.REQUESTED.is_set():  # Ctrl-C or SIGTERM, whatever else failed meanwhile
+            raise Interrupted() from None
         raise report.files_failed(settings.output_dir) or failed from None
     show_report(settings.output_dir)
 

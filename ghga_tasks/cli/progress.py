@@ -18,18 +18,11 @@ from pathlib import Path
 import click
 
 from ghga_tasks.core.plan import PlanEntry
+from ghga_tasks.core.report import human_bytes
 from ghga_tasks.core.state import result_path
 
 POLL_SECONDS = 0.5
 BAR_WIDTH = 24
-
-
-def human_bytes(count: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(count) < 1000 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} TB"
 
 
 @dataclass

@@ -12,6 +12,7 @@ import sys
 from importlib.resources import files
 from pathlib import Path
 
+from ghga_tasks import snakemake_support
 from ghga_tasks.core.errors import GhgaTasksError
 from ghga_tasks.core.report import REPORT_FILE
 from ghga_tasks.core.settings import Settings
@@ -48,6 +49,7 @@ def run_workflow(
 ) -> None:
     """Run the download rules for ``settings`` in ``workdir`` (default: here)."""
     _put_this_python_on_path()
+    snakemake_support.summary_printed_by_caller()  # our summary, printed once
     # Snakemake's own lines are for debugging; users see our progress and summary.
     logging.getLogger("snakemake").propagate = verbose
     # Imported here: Snakemake takes a second to import and most commands don't need it.

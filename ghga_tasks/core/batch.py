@@ -20,7 +20,7 @@ from pathlib import Path
 from . import state
 from .api import DownloadApi, make_session
 from .download import DownloadResult, download_file
-from .errors import ConfigurationError, GhgaTasksError
+from .errors import ConfigurationError, GhgaTasksError, Interrupted
 from .keys import check_public_key
 from .plan import (
     PlanEntry,
@@ -106,6 +106,9 @@ def download_one(
         )
     except GhgaTasksError as error:
         state.record_failure(settings.output_dir, file_name, error)
+        raise
+    except KeyboardInterrupt:  # a stop request: the summary names the file interrupted
+        state.record_failure(settings.output_dir, file_name, Interrupted())
         raise
 
 

@@ -7,12 +7,13 @@ completed by earlier runs keep their checksums.
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import state
-from .errors import FilesFailed
+from .errors import FilesFailed, Interrupted
 from .plan import PlanEntry, Status, plan_path, read_plan
 
 if TYPE_CHECKING:
@@ -71,14 +72,23 @@ def write_report_after_failure(output_dir: Path) -> None:
     os.utime(report_path(output_dir), (before_plan, before_plan))
 
 
-def write_report_if_files_failed(output_dir: Path, *, since: float) -> bool:
+def written_since(output_dir: Path, since: float) -> bool:
+    """Whether the report was written (or re-dated) after ``since``: its inode changed
+    then (``st_ctime``; its mtime may be set back, see ``write_report_after_failure``)."""
+    try:
+        return report_path(output_dir).stat().st_ctime >= since
+    except FileNotFoundError:
+        return False
+
+
+def write_report_if_files_failed(output_dir: Path, *, since: float) -> None:
     """After a run (``since``: when it started) in which files failed, the report its
-    report step could not write; True if it was written."""
+    report step could not write, unless someone wrote it already."""
     failures = state.failure_path(output_dir, "x").parent
     if not failures.is_dir() or all(p.stat().st_mtime < since for p in failures.iterdir()):
-        return False
-    write_report_after_failure(output_dir)
-    return report_path(output_dir).exists()
+        return
+    if not written_since(output_dir, since):
+        write_report_after_failure(output_dir)
 
 
 def files_failed(output_dir: Path) -> FilesFailed | None:
@@ -123,3 +133,44 @@ def _outcome(output_dir: Path, entry: PlanEntry) -> dict[str, Any]:
         carried = {k: v for k, v in existing.result.items() if k in REPORT_COLUMNS}
         return {**{k: v for k, v in carried.items() if v is not None}, "outcome": "downloaded"}
     return {"outcome": "failed", "error": "not downloaded: the run stopped before this file"}
+
+
+# --- the summary both front ends print at the end of a run ---------------------------------
+
+INTERRUPTED = "interrupted"  # shown for a failure that was a stop request (Ctrl-C, SIGTERM)
+
+
+def summary_lines(output_dir: Path) -> list[str]:
+    """The report as a compact table: each file's outcome, size and transfer time, the
+    totals, and where the report is. Printed by the CLI and after every Snakemake run."""
+    path = report_path(output_dir)
+    with path.open(newline="") as stream:
+        rows = list(csv.DictReader(stream, delimiter="\t"))
+    lines = ["Summary:"]
+    counts: dict[str, int] = {}
+    for row in rows:
+        outcome = _shown_outcome(output_dir, row)
+        counts[outcome] = counts.get(outcome, 0) + 1
+        size = human_bytes(int(row["bytes"])) if row["bytes"] not in ("", "0") else ""
+        seconds = f"{float(row['seconds']):.1f} s" if outcome == "downloaded" else ""
+        note = f"  {row['error']}" if row["error"] else ""
+        lines.append(f"  {row['file_name']:<40} {outcome:<20} {size:>9} {seconds:>8}{note}")
+    lines.append("  " + ", ".join(f"{count} {outcome}" for outcome, count in counts.items()))
+    lines.append(f"Report: {path}")
+    return lines
+
+
+def _shown_outcome(output_dir: Path, row: dict[str, str]) -> str:
+    if row["outcome"] != "failed":
+        return row["outcome"]
+    failure = state.read_failure(output_dir, row["file_name"])
+    stopped = failure is not None and failure.get("exit_code") == Interrupted.exit_code
+    return INTERRUPTED if stopped else "failed"
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(count) < 1000 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"
