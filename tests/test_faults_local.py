@@ -44,9 +44,10 @@ BATCH = [
 ]
 
 
-def _mount_tmpfs(directory: Path, size: str) -> bool:
+def _mount_tmpfs(directory: Path, size: str, *, read_only: bool = False) -> bool:
     directory.mkdir(parents=True)
-    command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)]
+    options = f"size={size}" + (",ro" if read_only else "")
+    command = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)]
     for prefix in ([], ["sudo", "-n"]):
         if shutil.which((prefix or command)[0]) is None:
             continue
@@ -58,10 +59,19 @@ def _mount_tmpfs(directory: Path, size: str) -> bool:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs (root, or password-less sudo). Locally skipped without; CI must have it."""
-    directory = tmp_path / "small-disk"
-    if not _mount_tmpfs(directory, "1m"):
+    yield from _tmpfs(tmp_path / "small-disk")
+
+
+@pytest.fixture
+def read_only_disk(tmp_path: Path) -> Iterator[Path]:
+    """A read-only tmpfs: unwritable even for root (CI runs as root)."""
+    yield from _tmpfs(tmp_path / "read-only", read_only=True)
+
+
+def _tmpfs(directory: Path, *, read_only: bool = False) -> Iterator[Path]:
+    if not _mount_tmpfs(directory, "1m", read_only=read_only):
         if in_ci():
-            pytest.fail("cannot mount a tmpfs for the disk-full scenario (CI runs as root)")
+            pytest.fail("cannot mount a tmpfs for the file system scenarios (CI runs as root)")
         pytest.skip("cannot mount a tmpfs here (needs root or password-less sudo)")
     yield directory
     for prefix in ([], ["sudo", "-n"]):
@@ -256,3 +266,50 @@ def test_finalize_never_replaces_a_file_that_appeared_at_the_last_moment(tmp_pat
         finalize_part(part, expected_size=5, file_id="F")
     assert target.final.read_bytes() == b"theirs"
     assert not target.part.exists()
+
+
+# --- an output directory that cannot take files: one line, no traceback ----------------------
+
+
+def _cli(project: Path, sandbox, output_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **sandbox.env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        [str(BIN / "ghga-tasks"), "download", "--yes", "--output-dir", str(output_dir)],
+        cwd=project, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def _snakemake(project: Path, sandbox, output_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **sandbox.env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+         "--configfile", str(REPO / "config/config.yaml"), "--directory", str(project),
+         "--cores", "1", "--config", f"output_dir={output_dir}"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("runner", [_cli, _snakemake], ids=["cli", "snakemake"])
+@pytest.mark.parametrize("where", ["read-only", "a-file"])
+def test_an_output_directory_that_cannot_take_files_is_one_line(
+    runner, where, read_only_disk, sandbox_factory, user_keys, tmp_path
+) -> None:
+    sandbox = sandbox_factory(BATCH[:1])
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(user_keys.public_key_path, project / "key.pub")
+    if where == "read-only":
+        output_dir, named, problem = read_only_disk / "downloads", read_only_disk, "read-only"
+    else:
+        (project / "notes").write_text("mine")
+        output_dir, named, problem = (
+            project / "notes" / "downloads",
+            project / "notes",
+            ("is not a directory"),
+        )
+    run = runner(project, sandbox, output_dir)
+    assert run.returncode != 0
+    assert "Traceback" not in run.stdout + run.stderr
+    errors = [line for line in run.stderr.splitlines() if f"{named}: " in line]
+    assert len(errors) == 1 and problem in errors[0], run.stderr[-2000:]
+    assert sandbox.requests.snapshot() == []  # stopped before asking the archive anything

@@ -72,6 +72,12 @@ class ErrorHandlingGroup(click.Group):
                 log.exception("details")
             click.echo(f"Error: {error}", err=True)
             ctx.exit(error.exit_code)
+        except OSError as error:  # the file system said no somewhere we did not expect
+            if ctx.obj and ctx.obj.get("verbose"):
+                log.exception("details")
+            where = f"{error.filename}: " if error.filename else ""
+            click.echo(f"Error: {where}{error.strerror or error}", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=ErrorHandlingGroup)

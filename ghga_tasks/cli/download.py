@@ -12,7 +12,7 @@ import click
 
 from ghga_tasks.core import batch, report, shutdown, state
 from ghga_tasks.core.errors import Cancelled, Interrupted
-from ghga_tasks.core.locks import hold_run_lock
+from ghga_tasks.core.locks import check_output_dir, hold_run_lock
 from ghga_tasks.core.plan import SKIP_HEADINGS, PlanEntry, Status
 from ghga_tasks.core.report import human_bytes
 from ghga_tasks.core.settings import Settings
@@ -153,6 +153,7 @@ def download_batch(
     verbose: bool,
 ) -> None:
     """Plan, settle the skip questions (asking where no answer was given), download."""
+    check_output_dir(settings.output_dir)
     hold_run_lock(settings.output_dir)  # before anything is planned or written
     ensure_download_token(settings)
     entries = batch.plan_batch(settings)
@@ -197,6 +198,7 @@ def _run_and_report(
 def plan(output_dir: Path | None, config_file: Path | None, config_values: tuple[str, ...]) -> None:
     """Probe every file (this starts staging) and show the plan; downloads nothing."""
     settings = build_settings(config_file, config_values, output_dir=output_dir)
+    check_output_dir(settings.output_dir)
     hold_run_lock(settings.output_dir)  # a running batch's plan is not rewritten under it
     ensure_download_token(settings)
     show_plan(batch.plan_batch(settings), settings.output_dir)

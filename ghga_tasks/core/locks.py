@@ -27,7 +27,7 @@ import os
 import socket
 from pathlib import Path
 
-from .errors import OutputLocked
+from .errors import LocalStorageError, OutputLocked
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,19 @@ _BUSY = (errno.EACCES, errno.EAGAIN)
 
 def run_lock_path(output_dir: Path) -> Path:
     return output_dir / STATE_DIR / RUN_LOCK_FILE
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Fail before anything runs, naming the path, if ``output_dir`` cannot take files:
+    a file in its way, no permission, a read-only file system. (Root is refused only by
+    the last; ``os.access`` sees that too.)"""
+    existing = next(p for p in (output_dir, *output_dir.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise LocalStorageError(path=str(existing), problem="is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        read_only = os.statvfs(existing).f_flag & os.ST_RDONLY
+        why = "is on a read-only file system" if read_only else "is not writable for you"
+        raise LocalStorageError(path=str(existing), problem=f"{why}; choose another output_dir")
 
 
 def hold_run_lock(output_dir: Path) -> None:

@@ -4,6 +4,7 @@
 from pathlib import Path
 
 from ghga_tasks.core import batch, jobs, state
+from ghga_tasks.core.locks import check_output_dir
 from ghga_tasks.core.plan import download_ranks, plan_path, read_plan
 from ghga_tasks.core.settings import Settings, check_known_keys, normalize_config
 from ghga_tasks.snakemake_support import limit_resource, start_of_run
@@ -21,6 +22,8 @@ config.update(normalize_config(config))
 validate(config, "../schemas/config.schema.yaml", set_default=True)
 
 SETTINGS = Settings.from_mapping(config)
+# A file in the way, no permission, a read-only file system: one line, before any job.
+check_output_dir(SETTINGS.output_dir)
 OUTPUT_DIR = str(SETTINGS.output_dir)
 STATE_DIR = f"{OUTPUT_DIR}/{state.STATE_DIR}"
 LOG_DIR = f"{OUTPUT_DIR}/logs"
