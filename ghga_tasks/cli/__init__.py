@@ -19,6 +19,17 @@ from ghga_tasks.core.errors import GhgaTasksError, Interrupted
 log = logging.getLogger("ghga_tasks")
 
 INTERRUPTED = 130
+# The README's table says the same (a test compares them, and them with core/errors.py).
+EXIT_CODES = {
+    0: "done",
+    1: "a download or API failure",
+    2: "usage or configuration error",
+    3: "cancelled (by you or by the skip policy)",
+    4: "staging did not finish within `max_wait_time`",
+    5: "integrity check failed (size, envelope, checksum)",
+    6: "your public key is not the one the work package was made for",
+    INTERRUPTED: "interrupted (Ctrl-C); no partial file is kept",
+}
 
 
 def configure_logging(level: int) -> None:
@@ -80,7 +91,11 @@ class ErrorHandlingGroup(click.Group):
             ctx.exit(1)
 
 
-@click.group(cls=ErrorHandlingGroup)
+@click.group(
+    cls=ErrorHandlingGroup,
+    epilog="Exit codes:\n\n\b\n"
+    + "\n".join(f"{code:>4}  {meaning}" for code, meaning in EXIT_CODES.items()),
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logs and error details.")
 @click.version_option(package_name="ghga-tasks")
 @click.pass_context

@@ -25,7 +25,7 @@ from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
 from .envelope import check_envelope, decode_envelope_body
-from .errors import ApiError, AuthorizationError, ConfigurationError
+from .errors import ApiError, AuthorizationError, ConfigurationError, Unreachable
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,21 @@ ProbeResult = Staged | Staging | Unavailable
 
 
 class LenientRetry(Retry):
-    """urllib3 ``Retry`` that survives any ``Retry-After`` (429/503 answers).
+    """urllib3 ``Retry`` that survives any ``Retry-After`` (429/503 answers) and says
+    what it retries.
 
     urllib3 raises ``InvalidHeader`` on a garbage value, failing the very request it was
     meant to retry; here garbage means "use the normal backoff" (0 does that), and a
-    date or number is capped at ``MAX_RETRY_AFTER``.
+    date or number is capped at ``MAX_RETRY_AFTER``. Each retry logs one line (which
+    host, why, when the next try is, and when it gives up) in place of urllib3's own.
     """
+
+    def increment(self, *args: Any, **kwargs: Any) -> LenientRetry:
+        new = super().increment(*args, **kwargs)
+        pool, error = kwargs.get("_pool"), kwargs.get("error")
+        host = f"{pool.host}:{pool.port}" if pool is not None else "the server"
+        log.warning("%s", _retry_line(new, host, error))
+        return new
 
     def parse_retry_after(self, retry_after: str) -> float:
         try:
@@ -79,6 +88,38 @@ class LenientRetry(Retry):
             log.warning("ignoring unreadable Retry-After %r", retry_after[:40])
             return 0.0
         return min(seconds, MAX_RETRY_AFTER)
+
+
+def _retry_line(retry: Retry, host: str, error: Exception | None) -> str:
+    """``cannot reach HOST (why); trying again in 2.0 s, giving up at 22:31:07``."""
+    last = retry.history[-1] if retry.history else None
+    why = f"HTTP {last.status}" if last is not None and last.status else _short_error(error)
+    wait = retry.get_backoff_time()
+    later = retry.total if isinstance(retry.total, int) else 0  # sleeps after this one
+    total_wait = wait + sum(
+        min(retry.backoff_max, retry.backoff_factor * 2 ** (len(retry.history) + k))
+        for k in range(max(later, 0))
+    )
+    give_up = time.strftime("%H:%M:%S", time.localtime(time.time() + total_wait))
+    return f"cannot reach {host} ({why}); trying again in {wait:.1f} s, giving up at {give_up}"
+
+
+def _short_error(error: Exception | None) -> str:
+    text = str(error or "no answer")
+    for known in ("Connection refused", "timed out", "Name or service not known", "reset"):
+        if known.lower() in text.lower():
+            return known.lower()
+    return type(error).__name__ if error else "no answer"
+
+
+class _NoUrllib3RetryLines(logging.Filter):
+    """urllib3 logs each retry with its whole Retry repr; ``LenientRetry`` says it better."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Retrying (")
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_NoUrllib3RetryLines())
 
 
 def make_session(*, retries: int = 5, pool_size: int = 8) -> requests.Session:
@@ -257,7 +298,7 @@ class DownloadApi:
         try:
             response = self.session.get(url, headers=headers, timeout=self.timeout)
         except requests.RequestException as error:
-            raise ApiError(url=url, file_id=file_id, problem=_describe(error)) from error
+            raise Unreachable(url=url, file_id=file_id, problem=describe(error)) from error
         if response.status_code in (401, 403):
             hint = "" if token else NO_TOKEN_HINT
             raise AuthorizationError(
@@ -299,7 +340,7 @@ class DownloadApi:
         try:
             response = self.session.get(url, timeout=(self.timeout[0], HEALTH_TIMEOUT))
         except requests.RequestException as error:
-            raise ApiError(url=url, problem=_describe(error)) from error
+            raise Unreachable(url=url, problem=describe(error)) from error
         if response.status_code == 200 and _status_ok(response):
             return
         raise self._not_the_download_api(f"GET /health answered HTTP {response.status_code}")
@@ -363,14 +404,14 @@ def _json(response: requests.Response, file_id: str) -> Any:
         ) from None
 
 
-def _describe(error: requests.RequestException) -> str:
+def describe(error: requests.RequestException) -> str:
     """A short reason for a transport failure, without the long urllib3 repr."""
     if isinstance(error, requests.exceptions.RetryError):
         return "gave up after repeated server errors"
     if isinstance(error, requests.exceptions.SSLError):
         return "TLS failed: the server's certificate is not trusted or the connection broke"
-    if isinstance(error, requests.ConnectionError):
-        return "could not connect"
     if isinstance(error, requests.Timeout):
-        return "timed out"
+        return "no answer in time"
+    if isinstance(error, requests.ConnectionError):
+        return f"could not connect ({_short_error(error)})"
     return type(error).__name__

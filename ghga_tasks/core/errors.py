@@ -12,7 +12,8 @@
     │   ├── NoSpaceLeft                 exit 1   disk full or quota exceeded
     │   └── OutputLocked                exit 1   another run or job is writing there
     ├── ApiError                        exit 1   the Download API answered something unusable
-    │   └── AuthorizationError          exit 1   401/403 from the Download API
+    │   ├── AuthorizationError          exit 1   401/403 from the Download API
+    │   └── Unreachable                 exit 1   no answer at all (refused, timeout, TLS)
     ├── TransferError                   exit 1   the object store did not deliver the bytes
     ├── FilesFailed                     exit 1*  some files failed, the others downloaded
     └── Interrupted                     exit 130 Ctrl-C or SIGTERM stopped a download thread
@@ -149,6 +150,15 @@ class ApiError(GhgaTasksError):
 
 class AuthorizationError(ApiError):
     """401/403: the token is missing, expired or not for this file."""
+
+
+class Unreachable(ApiError):
+    """No answer at all, after the retries: connection refused, timed out, TLS failed."""
+
+    def __init__(self, *, url: str, problem: str, file_id: str = "") -> None:
+        self.url, self.problem, self.status_code, self.file_id = url, problem, None, file_id
+        subject = f"{file_id}: " if file_id else ""
+        GhgaTasksError.__init__(self, f"{subject}cannot reach {url}: {problem}")
 
 
 class TransferError(GhgaTasksError):

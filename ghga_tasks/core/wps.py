@@ -42,12 +42,13 @@ from typing import Any, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from .api import (
     RETRY_STATUSES,
     DownloadApi,
+    LenientRetry,
     ProbeResult,
+    describe,
     error_reason,
     insecure_url_problem,
     make_session,
@@ -57,6 +58,7 @@ from .errors import (
     AuthorizationError,
     ConfigurationError,
     PublicKeyMismatch,
+    Unreachable,
 )
 from .keys import parse_public_key, read_public_key_file
 from .settings import Settings
@@ -166,7 +168,7 @@ def open_download_token(token: DownloadToken, private_key: bytes, key_file: Path
 def wps_session(*, retries: int) -> requests.Session:
     """Like the Download API session, but POST is retried too: asking for a work order
     token twice only mints two tokens, it changes nothing else."""
-    retry = Retry(
+    retry = LenientRetry(
         total=retries,
         backoff_factor=0.5,
         backoff_max=30,
@@ -191,8 +193,7 @@ def _send(
     try:
         return session.request(method, url, headers=headers, timeout=timeout)
     except requests.RequestException as error:
-        problem = "could not connect" if isinstance(error, requests.ConnectionError) else "failed"
-        raise ApiError(url=url, problem=f"{problem} ({type(error).__name__})") from error
+        raise Unreachable(url=url, problem=describe(error)) from error
 
 
 def _json_body(response: requests.Response, url: str) -> Any:

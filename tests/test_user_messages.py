@@ -1,0 +1,91 @@
+"""What a person at the terminal sees: the real ``ghga-tasks`` command in a subprocess,
+its exit code and its lines, for the moments that matter (a server that does not answer,
+a second decrypt, verbosity), and the README's exit-code table against the code."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ghga_tasks.cli import EXIT_CODES
+from ghga_tasks.core import errors
+from ghga_tasks.sandbox import SandboxFile
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def ghga_tasks(*args: str, cwd: Path, env: dict[str, str] | None = None):
+    return subprocess.run(
+        [str(BIN / "ghga-tasks"), *args], cwd=cwd, env=env or dict(os.environ),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_server_that_does_not_answer_says_what_is_retried_and_until_when(
+    sandbox_factory, tmp_path: Path, user_keys
+) -> None:
+    sandbox = sandbox_factory([SandboxFile("GHGAF1", ".bam", size=1000)])
+    port = closed_port()
+    env = {
+        **os.environ, **sandbox.env(),
+        "GHGA_DOWNLOAD_API_URL": f"http://127.0.0.1:{port}/ga4gh/drs/v1",
+    }  # fmt: skip
+    (tmp_path / "key.pub").write_bytes(user_keys.public_key_path.read_bytes())
+    run = ghga_tasks("download", "--yes", "--config", "range_retries=2", cwd=tmp_path, env=env)
+    assert run.returncode == 1
+    lines = run.stderr.strip().splitlines()
+    retries = [line for line in lines if "trying again in" in line]
+    assert retries and all(
+        f"cannot reach 127.0.0.1:{port} (connection refused)" in r for r in retries
+    )
+    assert re.search(r"giving up at \d\d:\d\d:\d\d$", retries[0])
+    assert lines[-1] == (
+        f"Error: cannot reach http://127.0.0.1:{port}/ga4gh/drs/v1/health: "
+        "could not connect (connection refused)"
+    )
+    assert "Retrying (Retry(" not in run.stderr  # urllib3's own line is replaced by ours
+
+
+def test_exit_codes_in_the_readme_the_help_and_the_errors_agree(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    table = {int(code): text for code, text in re.findall(r"^\| (\d+) \| (.+?) \|$", readme, re.M)}
+    assert table == EXIT_CODES
+    help_text = ghga_tasks("--help", cwd=tmp_path).stdout
+    for code, meaning in EXIT_CODES.items():
+        assert f"{code:>4}  {meaning}" in help_text
+    raised_by = {
+        errors.GhgaTasksError: 1, errors.ConfigurationError: 2, errors.Cancelled: 3,
+        errors.StagingTimeout: 4, errors.IntegrityError: 5, errors.PublicKeyMismatch: 6,
+        errors.Interrupted: 130,
+    }  # fmt: skip
+    for error, code in raised_by.items():
+        assert error.exit_code == code, error
+    every_code = {cls.exit_code for cls in _all_subclasses(errors.GhgaTasksError)}
+    assert every_code <= set(EXIT_CODES) - {0}  # FilesFailed borrows its files' codes
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    found = [cls]
+    for sub in cls.__subclasses__():
+        found += _all_subclasses(sub)
+    return found
+
+
+@pytest.mark.parametrize("command", ["download", "plan", "decrypt", "sandbox", "demo"])
+def test_every_command_has_help(command: str, tmp_path: Path) -> None:
+    run = ghga_tasks(command, "--help", cwd=tmp_path)
+    assert run.returncode == 0 and "Usage: ghga-tasks" in run.stdout
