@@ -233,7 +233,7 @@ def test_decrypt_refuses_to_overwrite_and_detects_a_checksum_mismatch(
     result = decrypt_downloads(sandbox)
     assert result.returncode == 1
     assert (out / "GHGAF1.bam").read_bytes() == b"precious"
-    assert "already exists" in result.output
+    assert "already exists" in result.output and "pass --overwrite to replace it" in result.output
 
     report = project / "downloads/ghga_report.tsv"
     report.write_text(report.read_text().replace(sandbox.checksum("GHGAF2"), "0" * 64))
@@ -245,6 +245,38 @@ def test_decrypt_refuses_to_overwrite_and_detects_a_checksum_mismatch(
     assert hashlib.sha256((out / "GHGAF1.bam").read_bytes()).hexdigest() == (
         sandbox.checksum("GHGAF1")
     )
+
+
+def test_decrypt_twice_leaves_verified_files_and_overwrite_replaces_the_rest(
+    sandbox_factory, project
+):
+    sandbox = sandbox_factory(BATCH[:2])
+    assert run_cli(sandbox, "download", "--config-file", "ghga.yaml", "--yes").returncode == 0
+    first = decrypt_downloads(sandbox)
+    assert first.returncode == 0, first.output
+    out = project / "plain"
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = decrypt_downloads(sandbox)
+    assert again.returncode == 0, again.output
+    assert again.output.count("already decrypted and verified") == 2
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing written
+
+    (out / "GHGAF1.bam").write_bytes(b"edited by hand")
+    refused = decrypt_downloads(sandbox)
+    assert refused.returncode == 1 and "pass --overwrite" in refused.output
+    replaced = run_cli(sandbox, *DECRYPT, "--private-key", "key.sec", "--overwrite")
+    assert replaced.returncode == 0, replaced.output
+    assert hashlib.sha256((out / "GHGAF1.bam").read_bytes()).hexdigest() == (
+        sandbox.checksum("GHGAF1")
+    )
+
+
+def test_decrypt_of_a_directory_without_downloads_is_a_usage_error(sandbox_factory, project):
+    sandbox = sandbox_factory(BATCH[:1])
+    (project / "downloads").mkdir()
+    result = decrypt_downloads(sandbox)
+    assert result.returncode == 2
+    assert "holds no .c4gh file" in result.output
 
 
 def test_demo_runs_end_to_end_as_a_user_runs_it(tmp_path):

@@ -12,7 +12,7 @@ from ghga_tasks.core.decrypt import (
     known_checksums,
     load_private_key,
 )
-from ghga_tasks.core.errors import GhgaTasksError
+from ghga_tasks.core.errors import ConfigurationError, GhgaTasksError
 
 
 def ask_passphrase() -> str:
@@ -39,25 +39,36 @@ def ask_passphrase() -> str:
     type=click.Path(path_type=Path),
     help="Your private Crypt4GH key file.",
 )
-def decrypt(input_dir: Path, output_dir: Path | None, private_key: Path) -> None:
-    """Decrypt every downloaded .c4gh file and check it against GHGA's checksum."""
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace decrypted files that exist but are not the archive's content.",
+)
+def decrypt(input_dir: Path, output_dir: Path | None, private_key: Path, overwrite: bool) -> None:
+    """Decrypt every downloaded .c4gh file and check it against GHGA's checksum.
+
+    Run it again at any time: files already decrypted and verified are left as they are.
+    """
+    sources = encrypted_files(input_dir)
+    if not sources:
+        raise ConfigurationError(setting="--input-dir", problem=f"{input_dir} holds no .c4gh file")
     output_dir = output_dir or input_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     key = load_private_key(private_key, ask_passphrase)
     checksums = known_checksums(input_dir)
-    sources = encrypted_files(input_dir)
-    if not sources:
-        click.echo(f"No .c4gh files in {input_dir}.")
-        return
     failures: list[GhgaTasksError] = []
     for source in sources:
         try:
-            result = decrypt_file(source, output_dir, key, checksums.get(source.name))
+            result = decrypt_file(
+                source, output_dir, key, checksums.get(source.name), overwrite=overwrite
+            )
         except GhgaTasksError as error:
             failures.append(error)
             click.echo(f"  FAILED    {source.name}: {error}", err=True)
             continue
         status = "verified" if result.verified else "decrypted"
+        if result.already_there:
+            status = "already decrypted and verified"
         click.echo(f"  {status:<9} {source.name} -> {result.output}")
     click.echo(f"{len(sources) - len(failures)} of {len(sources)} file(s) decrypted.")
     if failures:

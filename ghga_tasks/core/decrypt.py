@@ -3,7 +3,9 @@
 The archive's SHA-256 of each decrypted file comes with the DRS object; the download
 records it in ``ghga_report.tsv`` (and the plan), so decryption can prove the plaintext
 is exactly what GHGA holds. Output is written to ``<name>.part`` and renamed when the
-checksum matches (or none is known); an existing output is never overwritten.
+checksum matches (or none is known). An existing output that already matches the
+archive's checksum is left as it is (a second run has nothing to do); any other existing
+output is replaced only when asked, and only by a verified new one.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from crypt4gh import lib
 from .errors import IntegrityError, OutputExists
 from .plan import PLAN_FILE
 from .report import REPORT_FILE
+from .state import file_sha256
 from .tokens import read_private_key
 from .work_package import C4GH_SUFFIX, PART_SUFFIX
 
@@ -34,6 +37,7 @@ class DecryptResult:
     output: Path
     sha256: str
     verified: bool  # False when the archive's checksum is unknown
+    already_there: bool = False  # the output existed and matched: nothing was written
 
 
 def load_private_key(path: Path, ask_passphrase: Callable[[], str]) -> bytes:
@@ -58,12 +62,17 @@ def encrypted_files(input_dir: Path) -> list[Path]:
 
 
 def decrypt_file(
-    source: Path, output_dir: Path, private_key: bytes, expected_sha256: str | None
+    source: Path,
+    output_dir: Path,
+    private_key: bytes,
+    expected_sha256: str | None,
+    *,
+    overwrite: bool = False,
 ) -> DecryptResult:
     """Decrypt one file to ``output_dir/<name without .c4gh>``; verify when we can."""
     output = output_dir / source.name.removesuffix(C4GH_SUFFIX)
-    if output.exists():
-        raise OutputExists(path=str(output))
+    if output.exists() and not overwrite:
+        return _already_decrypted(source, output, expected_sha256)
     part = output.with_name(output.name + PART_SUFFIX)
     try:
         with source.open("rb") as infile, part.open("wb") as outfile:
@@ -84,6 +93,22 @@ def decrypt_file(
         "verified" if expected_sha256 else "no archive checksum to verify against",
     )
     return DecryptResult(source, output, digest, bool(expected_sha256))
+
+
+def _already_decrypted(source: Path, output: Path, expected_sha256: str | None) -> DecryptResult:
+    """An existing output is fine when it is the archive's content; else say what to do."""
+    if not expected_sha256:
+        raise OutputExists(
+            path=str(output),
+            hint="no archive checksum to tell whether it is this file's content; "
+            "pass --overwrite to decrypt it again",
+        )
+    if file_sha256(output) != expected_sha256:
+        raise OutputExists(
+            path=str(output),
+            hint="its content is not the archive's; pass --overwrite to replace it",
+        )
+    return DecryptResult(source, output, expected_sha256, verified=True, already_there=True)
 
 
 class _HashingWriter:
