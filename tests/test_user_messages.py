@@ -89,3 +89,28 @@ def _all_subclasses(cls: type) -> list[type]:
 def test_every_command_has_help(command: str, tmp_path: Path) -> None:
     run = ghga_tasks(command, "--help", cwd=tmp_path)
     assert run.returncode == 0 and "Usage: ghga-tasks" in run.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "snakemake_log", "library_debug", "progress"),
+    [
+        ((), False, False, True),  # our progress, warnings and the summary
+        (("-v",), True, False, True),  # -v after the command: Snakemake's log, once
+        (("-vv",), True, True, True),  # other libraries' DEBUG lines only now
+        (("-q",), False, False, False),  # errors and the summary
+    ],
+    ids=["default", "-v", "-vv", "-q"],
+)
+def test_verbosity_flags_after_the_command(
+    flags, snakemake_log, library_debug, progress, sandbox_factory, tmp_path: Path, user_keys
+) -> None:
+    sandbox = sandbox_factory([SandboxFile("GHGAF1", ".bam", size=1000)])
+    (tmp_path / "key.pub").write_bytes(user_keys.public_key_path.read_bytes())
+    env = {**os.environ, **sandbox.env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    run = ghga_tasks("download", "--yes", *flags, cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    output = run.stdout + run.stderr
+    assert output.count("Building DAG of jobs") == (1 if snakemake_log else 0)
+    assert ("Starting new HTTP connection" in output) is library_debug  # urllib3's DEBUG
+    assert ("[1/1] GHGAF1.bam.c4gh" in output) is progress
+    assert "Summary:" in run.stdout  # always

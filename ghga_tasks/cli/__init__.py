@@ -32,17 +32,30 @@ EXIT_CODES = {
 }
 
 
-def configure_logging(level: int) -> None:
-    """Log lines to stderr; crypt4gh logs key material at DEBUG, so it never gets DEBUG."""
+def configure_logging(ours: int, others: int = logging.WARNING) -> None:
+    """Log lines to stderr: ours at ``ours``, other libraries' at ``others``. crypt4gh
+    logs key material at DEBUG, so it never gets DEBUG."""
     logging.basicConfig(
-        level=level,
+        level=others,
         format="%(asctime)s %(levelname)-7s %(message)s",
         datefmt="%Y-%m-%d %H:%M:%S",
         stream=sys.stderr,
         force=True,
     )
-    for noisy in ("crypt4gh", "urllib3", "waitress"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    log.setLevel(ours)
+    logging.getLogger("crypt4gh").setLevel(max(others, logging.INFO))
+
+
+VERBOSITY_FLAGS = {"-v": 1, "--verbose": 1, "-vv": 2, "-vvv": 3, "-q": 0, "--quiet": 0}
+
+
+def hoist_verbosity(args: list[str]) -> list[str]:
+    """``-v``/``-q`` are accepted anywhere (``ghga-tasks download -v``): moved to the front,
+    where the group reads them. Nothing after ``--`` is touched."""
+    end = args.index("--") if "--" in args else len(args)
+    flags = [arg for arg in args[:end] if arg in VERBOSITY_FLAGS]
+    rest = [arg for arg in args[:end] if arg not in VERBOSITY_FLAGS]
+    return flags + rest + args[end:]
 
 
 # Each command's module is imported only when that command runs: the download command
@@ -61,6 +74,9 @@ COMMANDS = {
 class ErrorHandlingGroup(click.Group):
     """Turns our errors into one line and an exit code instead of a traceback, and
     imports each command on first use."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_verbosity(args))
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -96,14 +112,24 @@ class ErrorHandlingGroup(click.Group):
     epilog="Exit codes:\n\n\b\n"
     + "\n".join(f"{code:>4}  {meaning}" for code, meaning in EXIT_CODES.items()),
 )
-@click.option("-v", "--verbose", is_flag=True, help="Show debug logs and error details.")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="-v: ghga-tasks' details, error details and Snakemake's log; -vv: other "
+    "libraries' debug lines too. Accepted before or after the command.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
 @click.version_option(package_name="ghga-tasks")
 @click.pass_context
-def main(ctx: click.Context, verbose: bool) -> None:
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Bulk-download controlled-access files from GHGA (the German Human Genome-Phenome
     Archive), as a Snakemake workflow or from this command line."""
-    ctx.obj = {"verbose": verbose}
+    ctx.obj = {"verbose": verbose, "quiet": quiet and not verbose}
     # Workflow steps write job logs: every INFO line helps there. People at a terminal
-    # get our own output plus warnings, and everything with -v.
-    quiet = logging.INFO if ctx.invoked_subcommand == "step" else logging.WARNING
-    configure_logging(logging.DEBUG if verbose else quiet)
+    # get our own output plus warnings, more with -v, less with -q.
+    default = logging.INFO if ctx.invoked_subcommand == "step" else logging.WARNING
+    if verbose:
+        configure_logging(logging.DEBUG, logging.DEBUG if verbose > 1 else logging.WARNING)
+    else:
+        configure_logging(logging.ERROR if quiet else default)

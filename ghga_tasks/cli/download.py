@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -139,7 +140,8 @@ def download(
         skip_downloaded=skip_downloaded or yes or settings.skip_downloaded,
         skip_unavailable=skip_unavailable or yes or settings.skip_unavailable,
         cores=cores,
-        verbose=ctx.obj["verbose"],
+        verbose=bool(ctx.obj["verbose"]),
+        quiet=ctx.obj["quiet"],
     )
 
 
@@ -151,6 +153,7 @@ def download_batch(
     skip_unavailable: bool,
     cores: int,
     verbose: bool,
+    quiet: bool = False,
 ) -> None:
     """Plan, settle the skip questions (asking where no answer was given), download."""
     check_output_dir(settings.output_dir)
@@ -168,7 +171,7 @@ def download_batch(
     click.echo(
         f"\nDownloading {sum(e.to_download for e in entries)} file(s) to {settings.output_dir}"
     )
-    _run_and_report(settings, entries, cores=cores, verbose=verbose, workdir=workdir)
+    _run_and_report(settings, entries, cores=cores, verbose=verbose, quiet=quiet, workdir=workdir)
 
 
 def _run_and_report(
@@ -177,10 +180,12 @@ def _run_and_report(
     *,
     cores: int,
     verbose: bool,
+    quiet: bool,
     workdir: Path | None,
 ) -> None:
+    progress = contextlib.nullcontext() if quiet else ProgressWatcher(settings.output_dir, entries)
     try:
-        with ProgressWatcher(settings.output_dir, entries):
+        with progress:
             run_workflow(settings, cores=cores, verbose=verbose, workdir=workdir)
     except WorkflowFailed as failed:
         report.write_report_after_failure(settings.output_dir)

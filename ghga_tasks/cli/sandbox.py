@@ -201,7 +201,7 @@ def demo(ctx: click.Context, directory: Path | None) -> None:
                     skip_downloaded=False,
                     skip_unavailable=True,
                     cores=1,
-                    verbose=ctx.obj["verbose"],
+                    verbose=bool(ctx.obj["verbose"]),
                     workdir=root,
                 )
             _decrypt_and_verify(settings, running)

@@ -50,8 +50,9 @@ def run_workflow(
     """Run the download rules for ``settings`` in ``workdir`` (default: here)."""
     _put_this_python_on_path()
     snakemake_support.summary_printed_by_caller()  # our summary, printed once
-    # Snakemake's own lines are for debugging; users see our progress and summary.
-    logging.getLogger("snakemake").propagate = verbose
+    # Snakemake's own lines are for debugging (-v): printed by its own handler, once;
+    # users see our progress and summary.
+    logging.getLogger("snakemake").propagate = False
     # Imported here: Snakemake takes a second to import and most commands don't need it.
     from snakemake.api import GreedySchedulerSettings, SnakemakeApi
     from snakemake.exceptions import WorkflowError
