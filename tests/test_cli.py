@@ -5,6 +5,7 @@ the prompts themselves are exercised in-process with click's CliRunner."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import importlib
 import math
@@ -290,8 +291,17 @@ def test_demo_runs_end_to_end_as_a_user_runs_it(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Summary" in result.stdout and "verified against the archive" in result.stdout
-    assert len(list((tmp_path / "demo/decrypted").iterdir())) == 4
+    decrypted = tmp_path / "demo/decrypted"
+    assert len(list(decrypted.iterdir())) == 4
     assert not list((tmp_path / "demo/downloads").glob("*.part"))
+    # What a new user tries first on the decrypted files works (gzip's own test):
+    for name in ("GHGAF00000000000002.fastq.gz", "GHGAF00000000000003.vcf.gz",
+                 "GHGAF00000000000001.bam"):  # fmt: skip
+        assert subprocess.run(["gzip", "-t", str(decrypted / name)]).returncode == 0, name
+    with gzip.open(decrypted / "GHGAF00000000000002.fastq.gz", "rt") as fastq:
+        assert fastq.readline().startswith("@") and set(fastq.readline().strip()) <= set("ACGT")
+    with gzip.open(decrypted / "GHGAF00000000000001.bam", "rb") as bam:
+        assert bam.read(4) == b"BAM\x01"
 
 
 def test_decrypt_asks_for_the_passphrase_of_a_protected_key(sandbox_factory, project, tmp_path):

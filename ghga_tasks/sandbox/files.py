@@ -21,11 +21,14 @@ import math
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from crypt4gh import header, sodium
+
+from ghga_tasks.sandbox.content import content_chunks, random_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +51,8 @@ class SandboxFile:
     answers 202 and starts a timer, and the file is staged that many seconds later;
     ``math.inf`` means it never gets staged. ``available=False`` makes the DCS answer
     404 ``noSuchObject`` (a file listed in the package but not in the archive).
+    ``realistic=True`` makes ``.fastq.gz``, ``.vcf.gz`` and ``.bam`` content what those
+    names promise (``content``), at the same exact size; otherwise it is random bytes.
     """
 
     file_id: str
@@ -55,6 +60,7 @@ class SandboxFile:
     size: int = 100_000
     stage_seconds: float = 0
     available: bool = True
+    realistic: bool = False
 
     def __post_init__(self) -> None:
         if not self.file_id or _FORBIDDEN_IN_ID.search(self.file_id):
@@ -106,7 +112,10 @@ def store_file(spec: SandboxFile, directory: Path) -> StoredFile:
     session_key = os.urandom(KEY_SIZE)
     plaintext_path = plain_dir / f"{spec.file_id}{spec.extension}"
     object_path = outbox_dir / object_id
-    sha256 = _write_plain_and_sealed(spec.size, plaintext_path, object_path, session_key)
+    content = content_chunks(spec.extension, spec.size) if spec.realistic else None
+    sha256 = _write_plain_and_sealed(
+        content or random_chunks(spec.size), plaintext_path, object_path, session_key
+    )
     size = object_path.stat().st_size
     expected = encrypted_size(spec.size)
     if size != expected:  # a broken generator must not pass silently
@@ -124,19 +133,34 @@ def store_file(spec: SandboxFile, directory: Path) -> StoredFile:
     )
 
 
-def _write_plain_and_sealed(size: int, plain_path: Path, sealed_path: Path, key: bytes) -> str:
-    """Write ``size`` random bytes and their segment encryption; return the SHA-256 hex."""
+def _write_plain_and_sealed(
+    content: Iterator[bytes], plain_path: Path, sealed_path: Path, key: bytes
+) -> str:
+    """Write ``content`` and its segment encryption; return the plaintext's SHA-256 hex."""
     digest = hashlib.sha256()
     sealed_buffer = memoryview(bytearray(_SEGMENTS_PER_CHUNK * CIPHER_SEGMENT_SIZE))
-    remaining = size
     with plain_path.open("wb") as plain, sealed_path.open("wb") as sealed:
-        while remaining:
-            chunk = os.urandom(min(remaining, _CHUNK_SIZE))
-            remaining -= len(chunk)
+        for chunk in _rechunked(content, _CHUNK_SIZE):
             digest.update(chunk)
             plain.write(chunk)
             sealed.write(sealed_buffer[: _encrypt_segments(chunk, key, sealed_buffer)])
     return digest.hexdigest()
+
+
+def _rechunked(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:
+    """The same bytes in chunks of exactly ``size`` (the last may be shorter): segments
+    must be full 64 KiB except the very last one."""
+    buffer = bytearray()
+    for piece in pieces:
+        if not buffer and len(piece) == size:
+            yield piece  # random content comes in chunks of this size already: no copy
+            continue
+        buffer += piece
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+    if buffer:
+        yield bytes(buffer)
 
 
 def _encrypt_segments(chunk: bytes, key: bytes, out: memoryview) -> int:

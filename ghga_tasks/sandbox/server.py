@@ -82,12 +82,13 @@ FAST_RETRY_AFTER_MIN = 1
 """``retry_after_min`` for quick runs (tests, ``ghga-tasks sandbox --fast-staging``)."""
 
 DEFAULT_FILES: tuple[SandboxFile, ...] = (
-    SandboxFile("GHGAF00000000000001", ".bam", 3_000_000),
-    SandboxFile("GHGAF00000000000002", ".fastq.gz", 1_500_000, stage_seconds=3),
-    SandboxFile("GHGAF00000000000003", ".vcf.gz", 500_000),
+    SandboxFile("GHGAF00000000000001", ".bam", 3_000_000, realistic=True),
+    SandboxFile("GHGAF00000000000002", ".fastq.gz", 1_500_000, stage_seconds=3, realistic=True),
+    SandboxFile("GHGAF00000000000003", ".vcf.gz", 500_000, realistic=True),
     SandboxFile("GHGAF00000000000004", "", 100_000),
 )
-"""The contract's default batch: mixed extensions (incl. none), one file staging ~3 s."""
+"""The contract's default batch: mixed extensions (incl. none), one file staging ~3 s; the
+.bam, .fastq.gz and .vcf.gz decrypt to files those tools read (``zcat``, ``gzip -t``)."""
 
 
 def build_app(
