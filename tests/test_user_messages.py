@@ -114,3 +114,18 @@ def test_verbosity_flags_after_the_command(
     assert ("Starting new HTTP connection" in output) is library_debug  # urllib3's DEBUG
     assert ("[1/1] GHGAF1.bam.c4gh" in output) is progress
     assert "Summary:" in run.stdout  # always
+
+
+def test_the_cli_runs_snakemake_with_the_default_profile_as_it_is() -> None:
+    """No copy of profiles/default in the CLI: every key is passed on (or said why not)."""
+    from ghga_tasks.cli.workflow import default_profile, profile_settings
+
+    settings = profile_settings(default_profile())
+    assert settings == {
+        "scheduler": "greedy",
+        "use_threads": True,
+        "keep_going": True,
+        "rerun_triggers": ["mtime", "params", "input"],
+    }
+    with pytest.raises(ValueError, match="does not pass on"):
+        profile_settings({**default_profile(), "latency-wait": 5})

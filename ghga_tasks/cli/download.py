@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from ghga_tasks.core import batch, report, shutdown, state
-from ghga_tasks.core.errors import Cancelled, Interrupted
+from ghga_tasks.core.errors import Cancelled, Interrupted, WorkflowFailed
 from ghga_tasks.core.locks import check_output_dir, hold_run_lock
 from ghga_tasks.core.plan import SKIP_HEADINGS, PlanEntry, Status
 from ghga_tasks.core.report import human_bytes
@@ -21,7 +21,7 @@ from ghga_tasks.core.wps import ENV_DOWNLOAD_TOKEN, download_token_from
 
 from .options import build_settings
 from .progress import ProgressWatcher
-from .workflow import WorkflowFailed, run_workflow
+from .workflow import run_workflow
 
 config_file_option = click.option(
     "--config-file",

@@ -11,20 +11,16 @@ import os
 import sys
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from ghga_tasks import snakemake_support
-from ghga_tasks.core.errors import GhgaTasksError
+from ghga_tasks.core.errors import WorkflowFailed
 from ghga_tasks.core.report import REPORT_FILE
 from ghga_tasks.core.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class WorkflowFailed(GhgaTasksError):
-    """Snakemake stopped with a failed job; the job's own error is in its log."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
 
 
 def _put_this_python_on_path() -> None:
@@ -38,10 +34,43 @@ def _put_this_python_on_path() -> None:
 def packaged_snakefile() -> Path:
     """The workflow shipped in the package (``ghga_tasks.workflow``, mapped from the
     repository's ``workflow/``); from a source checkout on ``sys.path``, that folder."""
+    return _shipped("workflow", "ghga_tasks.smk")
+
+
+def default_profile() -> dict[str, Any]:
+    """``profiles/default/config.yaml``, the profile ``snakemake`` loads by itself."""
+    return dict(yaml.safe_load(_shipped("profiles", "default/config.yaml").read_text()))
+
+
+def _shipped(folder: str, name: str) -> Path:
     try:
-        return Path(str(files("ghga_tasks.workflow").joinpath("ghga_tasks.smk")))
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parents[2] / "workflow" / "ghga_tasks.smk"
+        return Path(str(files(f"ghga_tasks.{folder}").joinpath(name)))
+    except ModuleNotFoundError:  # an editable install maps no data packages
+        return Path(__file__).resolve().parents[2] / folder / name
+
+
+# The default profile's keys and what each becomes in Snakemake's API. A key added to the
+# profile without a line here fails the test that loads the profile (not silently ignored).
+PROFILE_KEYS = {
+    "scheduler": "the scheduling settings' scheduler",
+    "force-use-threads": "the execution settings' use_threads",
+    "keep-going": "the execution settings' keep_going",
+    "rerun-triggers": "the DAG settings' rerun_triggers",
+    "resources": "none: the workflow itself limits downloads to 1 (it wins anyway)",
+}
+
+
+def profile_settings(profile: dict[str, Any]) -> dict[str, Any]:
+    """The default profile in the API's terms (see ``PROFILE_KEYS``)."""
+    unknown = set(profile) - set(PROFILE_KEYS)
+    if unknown:
+        raise ValueError(f"profiles/default has keys the CLI does not pass on: {unknown}")
+    return {
+        "scheduler": str(profile["scheduler"]),
+        "use_threads": bool(profile["force-use-threads"]),
+        "keep_going": bool(profile["keep-going"]),
+        "rerun_triggers": [str(trigger) for trigger in profile["rerun-triggers"]],
+    }
 
 
 def run_workflow(
@@ -67,6 +96,7 @@ def run_workflow(
     )
 
     quiet = None if verbose else {Quietness.ALL}
+    profile = profile_settings(default_profile())
     config = {key: str(v) if isinstance(v, Path) else v for key, v in settings.as_dict().items()}
     target = str(settings.output_dir / REPORT_FILE)
     try:
@@ -77,18 +107,13 @@ def run_workflow(
                 snakefile=packaged_snakefile(),
                 workdir=workdir or Path.cwd(),
             )
-            dag = workflow.dag(
-                DAGSettings(
-                    targets={target},
-                    # Same as profiles/default: upgrading ghga-tasks never re-downloads.
-                    rerun_triggers={RerunTrigger.MTIME, RerunTrigger.PARAMS, RerunTrigger.INPUT},
-                )
-            )
+            triggers = {RerunTrigger.parse_choice(t) for t in profile["rerun_triggers"]}
+            dag = workflow.dag(DAGSettings(targets={target}, rerun_triggers=triggers))
             dag.execute_workflow(
-                # Same as profiles/default: download jobs are threads, not processes, and
-                # one failed file does not stop the others.
-                execution_settings=ExecutionSettings(use_threads=True, keep_going=True),
-                scheduling_settings=SchedulingSettings(scheduler="greedy"),
+                execution_settings=ExecutionSettings(
+                    use_threads=profile["use_threads"], keep_going=profile["keep_going"]
+                ),
+                scheduling_settings=SchedulingSettings(scheduler=profile["scheduler"]),
                 scheduler_settings=GreedySchedulerSettings(),
             )
     except WorkflowError as error:

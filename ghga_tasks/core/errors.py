@@ -16,6 +16,7 @@
     │   └── Unreachable                 exit 1   no answer at all (refused, timeout, TLS)
     ├── TransferError                   exit 1   the object store did not deliver the bytes
     ├── FilesFailed                     exit 1*  some files failed, the others downloaded
+    ├── WorkflowFailed                  exit 1   Snakemake stopped; the job's log says why
     └── Interrupted                     exit 130 Ctrl-C or SIGTERM stopped a download thread
 
     * the failed files' own exit code when they all share one (4: all timed out, ...)
@@ -179,6 +180,13 @@ class FilesFailed(GhgaTasksError):
         self.exit_code = shared.pop() if len(shared) == 1 else 1
         more = f" (and {len(errors) - 1} more failed file(s))" if len(errors) > 1 else ""
         super().__init__(f"{errors[0]}{more}; every file's outcome is in the report")
+
+
+class WorkflowFailed(GhgaTasksError):
+    """Snakemake stopped with a failed job and no file recorded why (the job's log says)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
 
 
 class Interrupted(GhgaTasksError):

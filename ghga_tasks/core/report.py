@@ -152,12 +152,16 @@ def summary_lines(output_dir: Path) -> list[str]:
         outcome = _shown_outcome(output_dir, row)
         counts[outcome] = counts.get(outcome, 0) + 1
         size = human_bytes(int(row["bytes"])) if row["bytes"] not in ("", "0") else ""
-        seconds = f"{float(row['seconds']):.1f} s" if outcome == "downloaded" else ""
+        seconds = _seconds(float(row["seconds"])) if outcome == "downloaded" else ""
         note = f"  {row['error']}" if row["error"] else ""
         lines.append(f"  {row['file_name']:<40} {outcome:<20} {size:>9} {seconds:>8}{note}")
     lines.append("  " + ", ".join(f"{count} {outcome}" for outcome, count in counts.items()))
     lines.append(f"Report: {path}")
     return lines
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value >= 0.1 else "<0.1 s"
 
 
 def _shown_outcome(output_dir: Path, row: dict[str, str]) -> str:

@@ -1,6 +1,7 @@
 # Helpers for the download rules: config validation and the functions that read the plan.
 # The logic lives in the ghga_tasks package (one code path with the CLI).
 
+import shlex
 from pathlib import Path
 
 from ghga_tasks.core import batch, jobs, state
@@ -67,6 +68,23 @@ def download_priority(wildcards):
     if not plan.exists():
         return 0
     return download_ranks(plan).get(wildcards.file_name, 0)
+
+
+def run_step(step_args, log_file, in_process):
+    """The one place that decides how a job of ours runs. With downloads_on_cluster: as a
+    `ghga-tasks step ...` process of its own, which a cluster executor submits and signals
+    (its SIGTERM removes the .part too). Otherwise `in_process()`, in this Snakemake
+    process (a thread with --force-use-threads): milliseconds instead of a Python start-up.
+    """
+    if not SETTINGS.downloads_on_cluster:
+        in_process()
+        return
+    command = " ".join(
+        shlex.quote(str(arg)) for arg in ["ghga-tasks", "step", *step_args]
+    )
+    command += f" > {shlex.quote(str(log_file))} 2>&1"
+    # shell() formats {...} itself: the settings JSON's braces must reach the shell as is.
+    shell(command.replace("{", "{{").replace("}", "}}"))
 
 
 def directory_of_plan(wildcards, input):

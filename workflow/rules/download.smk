@@ -18,12 +18,11 @@ checkpoint plan_downloads:
     params:
         settings=SETTINGS.to_json(),
     run:
-        if SETTINGS.downloads_on_cluster:
-            shell(
-                "ghga-tasks step plan --settings {params.settings:q} > {log:q} 2>&1"
-            )
-        else:
-            jobs.plan(params.settings, Path(log[0]))
+        run_step(
+            ["plan", "--settings", params.settings],
+            log[0],
+            lambda: jobs.plan(params.settings, Path(log[0])),
+        )
 
 
 rule download_file:
@@ -45,13 +44,13 @@ rule download_file:
         # Snakemake re-download files that are already complete.
         settings=f"{STATE_DIR}/settings.json",
     run:
-        if SETTINGS.downloads_on_cluster:
-            shell(
-                "ghga-tasks step download --settings {params.settings:q}"
-                " {wildcards.file_name:q} > {log:q} 2>&1"
-            )
-        else:
-            jobs.download(Path(params.settings), wildcards.file_name, Path(log[0]))
+        run_step(
+            ["download", "--settings", params.settings, wildcards.file_name],
+            log[0],
+            lambda: jobs.download(
+                Path(params.settings), wildcards.file_name, Path(log[0])
+            ),
+        )
 
 
 rule report:
@@ -68,9 +67,8 @@ rule report:
     params:
         output_dir=directory_of_plan,
     run:
-        if SETTINGS.downloads_on_cluster:
-            shell(
-                "ghga-tasks step report --output-dir {params.output_dir:q} > {log:q} 2>&1"
-            )
-        else:
-            jobs.report(Path(params.output_dir), Path(log[0]))
+        run_step(
+            ["report", "--output-dir", params.output_dir],
+            log[0],
+            lambda: jobs.report(Path(params.output_dir), Path(log[0])),
+        )
