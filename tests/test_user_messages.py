@@ -129,3 +129,49 @@ def test_the_cli_runs_snakemake_with_the_default_profile_as_it_is() -> None:
     }
     with pytest.raises(ValueError, match="does not pass on"):
         profile_settings({**default_profile(), "latency-wait": 5})
+
+
+def _in_a_terminal(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
+    """Run ``command`` with a pseudo-terminal as its stdin, stdout and stderr."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    parent, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))  # 120x30
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdin=child, stdout=child, stderr=child)
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(parent, 65536)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(parent)
+    return process.wait(timeout=120), b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_at_a_terminal_shows_the_batch_and_the_file(
+    sandbox_factory, tmp_path: Path, user_keys
+) -> None:
+    from ghga_tasks.sandbox.faults import Faults
+
+    sandbox = sandbox_factory(
+        [SandboxFile("GHGAF1", ".bam", size=600_000), SandboxFile("GHGAF2", "", size=5_000)]
+    )
+    sandbox.set_faults("GHGAF1", Faults(delay_seconds=0.25))  # ~3 s: several redraws
+    (tmp_path / "key.pub").write_bytes(user_keys.public_key_path.read_bytes())
+    env = {**os.environ, **sandbox.env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    command = [str(BIN / "ghga-tasks"), "download", "--yes", "--config", "part_size=65536",
+               "--config", "connections=1"]  # fmt: skip
+    code, screen = _in_a_terminal(command, tmp_path, env)
+    assert code == 0, screen[-2000:]
+    assert "[0/2] batch" in screen  # the batch bar: files done of all
+    assert re.search(r"GHGAF1\.bam\.c4gh: +\d+%", screen)  # the file's own bar
+    assert "B/s" in screen
+    rates = [float(m) for m in re.findall(r"(\d+\.?\d*)GB/s", screen)]
+    assert not rates  # no absurd first sample on loopback with a slowed file

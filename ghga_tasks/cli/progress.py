@@ -1,19 +1,26 @@
 """Progress of a running batch, read from the output directory while Snakemake works.
 
-The download jobs are separate processes, so the CLI watches their files: a ``.part``
-file's allocated blocks are the bytes written so far (ranges land at their offsets, so
-its apparent size runs ahead), and a final ``.c4gh`` means that file is done. On a
-terminal the current file gets a live bar; elsewhere (CI, nohup) a line per file.
+The download jobs write where the CLI can see: a ``.part`` file's allocated blocks are the
+bytes written so far (ranges land at their offsets, so its apparent size runs ahead), and
+a final ``.c4gh`` means that file is done. The CLI polls them twice a second.
+
+On a terminal two tqdm bars: the batch (files n/N, bytes done of the total known so far,
+rate, time left) and the file being downloaded; tqdm smooths the rates, and a bar created
+mid-file starts from the bytes already there, so the first rate is not a spike. Elsewhere
+(CI, nohup, a log file) a line per finished file and a batch line every half minute:
+nothing that floods a log.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -22,18 +29,19 @@ from ghga_tasks.core.report import human_bytes
 from ghga_tasks.core.state import result_path
 
 POLL_SECONDS = 0.5
-BAR_WIDTH = 24
+BATCH_LINE_SECONDS = 30.0  # without a terminal
 
 
 @dataclass
 class _FileState:
     entry: PlanEntry
+    written: int = 0
     started: float | None = None
     done: bool = False
 
 
 class ProgressWatcher:
-    """Shows per-file progress and an overall count until ``stop()``."""
+    """Shows the batch's and the current file's progress while the workflow runs."""
 
     def __init__(self, output_dir: Path, entries: list[PlanEntry]) -> None:
         self.output_dir = output_dir
@@ -41,6 +49,9 @@ class ProgressWatcher:
         self.live = sys.stderr.isatty()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+        self._started = time.monotonic()
+        self._last_line = self._started
+        self._bars = _Bars(self._known_total(), len(self.files)) if self.live else None
 
     def __enter__(self) -> ProgressWatcher:
         self._thread.start()
@@ -49,9 +60,9 @@ class ProgressWatcher:
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self._poll()  # report files that finished since the last poll
-        if self.live:
-            click.echo("\r\033[K", err=True, nl=False)
+        self._poll()  # files that finished since the last poll
+        if self._bars is not None:
+            self._bars.close()
 
     def _run(self) -> None:
         while not self._stop.wait(POLL_SECONDS):
@@ -59,31 +70,35 @@ class ProgressWatcher:
 
     def _poll(self) -> None:
         for state in self.files:
-            if state.done:
-                continue
-            final = self.output_dir / state.entry.file_name
-            part = final.with_name(final.name + ".part")
-            if final.exists():
-                state.done = True
-                self._finished(state, final.stat().st_size)
-            elif part.exists():
-                state.started = state.started or time.monotonic()
-                if self.live:
-                    self._draw(state, min(part.stat().st_blocks * 512, self._expected(state)))
+            if not state.done:
+                self._look_at(state)
+        if self._bars is not None:
+            self._bars.show_batch(self._done_count(), self._bytes(), self._known_total())
+        elif time.monotonic() - self._last_line >= BATCH_LINE_SECONDS:
+            self._last_line = time.monotonic()
+            click.echo(self._batch_line(), err=True)
 
-    def _count(self) -> str:
-        return f"[{sum(s.done for s in self.files)}/{len(self.files)}]"
+    def _look_at(self, state: _FileState) -> None:
+        final = self.output_dir / state.entry.file_name
+        part = final.with_name(final.name + ".part")
+        if final.exists():
+            state.done, state.written = True, final.stat().st_size
+            self._finished(state)
+        elif part.exists():
+            state.started = state.started or time.monotonic()
+            state.written = min(part.stat().st_blocks * 512, _expected(state.entry))
+            if self._bars is not None:
+                self._bars.show_file(state.entry, state.written)
 
-    def _expected(self, state: _FileState) -> int:
-        return max(state.entry.size, 1) if state.entry.size > 0 else 1 << 62
-
-    def _finished(self, state: _FileState, size: int) -> None:
+    def _finished(self, state: _FileState) -> None:
         seconds = self._transfer_seconds(state)
-        rate = f", {human_bytes(size / seconds)}/s" if seconds > 0.05 else ""
-        prefix = "\r\033[K" if self.live else ""
-        click.echo(
-            f"{prefix}{self._count()} {state.entry.file_name}: {human_bytes(size)}{rate}", err=True
-        )
+        rate = f", {human_bytes(state.written / seconds)}/s" if seconds > 0.05 else ""
+        line = f"[{self._done_count()}/{len(self.files)}] {state.entry.file_name}: "
+        line += f"{human_bytes(state.written)}{rate}"
+        if self._bars is not None:
+            self._bars.write(line)
+        else:
+            click.echo(line, err=True)
 
     def _transfer_seconds(self, state: _FileState) -> float:
         """The job's own timing when it recorded one; else what we saw from here."""
@@ -92,15 +107,80 @@ class ProgressWatcher:
             return float(json.loads(record.read_text()).get("seconds", 0.0))
         return time.monotonic() - state.started if state.started else 0.0
 
-    def _draw(self, state: _FileState, written: int) -> None:
-        elapsed = max(time.monotonic() - (state.started or time.monotonic()), 1e-3)
-        rate = written / elapsed
-        total = state.entry.size if state.entry.size > 0 else 0
-        fraction = written / total if total else 0.0
-        eta = f"ETA {max(total - written, 0) / rate:.0f} s" if rate > 0 and total else ""
-        bar = "#" * int(fraction * BAR_WIDTH)
-        line = (
-            f"{self._count()} {state.entry.file_name} [{bar:<{BAR_WIDTH}}] "
-            f"{human_bytes(written)}/{human_bytes(total)} {human_bytes(rate)}/s {eta}"
+    def _batch_line(self) -> str:
+        done, total = self._bytes(), self._known_total()
+        elapsed = time.monotonic() - self._started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        left = f", about {(total - done) / rate:.0f} s left" if rate > 0 and total > done else ""
+        return (
+            f"[{self._done_count()}/{len(self.files)}] {human_bytes(done)} of "
+            f"{human_bytes(total)} known so far, {human_bytes(rate)}/s{left}"
         )
-        click.echo(f"\r\033[K{line}", err=True, nl=False)
+
+    def _done_count(self) -> int:
+        return sum(state.done for state in self.files)
+
+    def _bytes(self) -> int:
+        return sum(state.written for state in self.files)
+
+    def _known_total(self) -> int:
+        """Bytes of the files whose size the plan knows (staging files' comes later)."""
+        return sum(s.written if s.done else max(s.entry.size, 0) for s in self.files)
+
+
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):
+        return 0
+
+
+def _expected(entry: PlanEntry) -> int:
+    return entry.size if entry.size > 0 else 1 << 62
+
+
+class _Bars:
+    """The two tqdm bars of a terminal: the batch, and the file being downloaded."""
+
+    def __init__(self, total: int, files: int) -> None:
+        from tqdm import tqdm  # only at a terminal: nothing to import for a log file
+
+        self._tqdm = tqdm
+        self.files = files
+        # A terminal that reports no size (`script`, some emulators) would hide both bars.
+        self._width = {} if _terminal_width() else {"ncols": 100, "nrows": 24}
+        self.batch: Any = tqdm(
+            total=total, unit="B", unit_scale=True, position=0, leave=False,
+            desc=f"[0/{files}] batch", file=sys.stderr, dynamic_ncols=True, **self._width,
+        )  # fmt: skip
+        self.file: Any = None
+        self.current = ""
+
+    def show_batch(self, done_files: int, done: int, total: int) -> None:
+        self.batch.total = max(total, done)
+        self.batch.set_description_str(f"[{done_files}/{self.files}] batch", refresh=False)
+        self.batch.update(done - self.batch.n)
+
+    def show_file(self, entry: PlanEntry, written: int) -> None:
+        if self.current != entry.file_name:
+            self._close_file()
+            self.current = entry.file_name
+            self.file = self._tqdm(
+                total=entry.size if entry.size > 0 else None, initial=written, unit="B",
+                unit_scale=True, position=1, leave=False, desc=entry.file_name,
+                file=sys.stderr, dynamic_ncols=True, **self._width,
+            )  # fmt: skip
+        self.file.update(written - self.file.n)
+
+    def write(self, line: str) -> None:
+        self._close_file()
+        self._tqdm.write(line, file=sys.stderr)
+
+    def close(self) -> None:
+        self._close_file()
+        self.batch.close()
+
+    def _close_file(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file, self.current = None, ""
