@@ -627,7 +627,7 @@ def test_envelope_and_object_decrypt_to_the_plaintext(
         (65_535, 65_563),
         (65_536, 65_564),  # exactly one full segment
         (65_537, 65_564 + 29),
-        (200_000, 200_112),  # the protocol's observed example (§4.3)
+        (200_000, 200_112),  # the protocol's observed example (docs/protocol.md)
     ],
 )
 def test_encrypted_size_formula(plaintext_size: int, expected: int) -> None:

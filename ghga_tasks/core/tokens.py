@@ -1,8 +1,10 @@
 """GHGA's tokens on the client side: the pasted download token, sealed boxes, WOT claims.
 
-    download token   "<work package id>:<base64 SealedBox(access token)>"   (protocol §3.1)
+    download token   "<work package id>:<base64 SealedBox(access token)>"
     access token     24 characters; opens the work package at the WPS
-    work order token a sealed ES256 JWT per file and Download API call, ~30 s life (§3.3)
+    work order token a sealed ES256 JWT per file and Download API call, ~30 s life
+
+(docs/protocol.md, "Tokens".)
 
 Design notes:
 
@@ -14,7 +16,7 @@ Design notes:
   ``user_public_crypt4gh_key`` with the user's own key file. JWT segments are
   base64url *without padding*; the official client decodes them as standard base64
   without restoring the padding, which fails almost always and silently skips its
-  check (§3.4). Here padding is restored and a failure to decode is an error.
+  check. Here padding is restored and a failure to decode is an error.
 - crypt4gh's private-key reader calls ``sys.exit`` on a wrong passphrase and logs
   derived key material at DEBUG level; :func:`read_private_key` contains both.
 """
@@ -40,7 +42,7 @@ from nacl.public import PrivateKey, SealedBox
 from .errors import ConfigurationError
 from .keys import KEY_LENGTH, parse_public_key
 
-# Shape limits of the pasted token, as the official client enforces them (§3.1).
+# Shape limits of the pasted token, as the official client enforces them (docs/protocol.md).
 WORK_PACKAGE_ID_LENGTH = range(20, 40)
 SEALED_TOKEN_LENGTH = range(80, 120)
 _CRYPT4GH_KEY_LOGGERS = ("crypt4gh.keys", "crypt4gh.keys.c4gh", "crypt4gh.keys.kdf")
@@ -100,7 +102,7 @@ def _bad_token(source: str, problem: str) -> ConfigurationError:
 
 
 def open_sealed(sealed_base64: str, private_key: bytes) -> str:
-    """Open a base64 NaCl SealedBox with the user's raw X25519 private key (§3.2)."""
+    """Open a base64 NaCl SealedBox with the user's raw X25519 private key (docs/protocol.md)."""
     try:
         sealed = base64.b64decode(sealed_base64, validate=True)
     except (binascii.Error, ValueError):
@@ -149,7 +151,7 @@ def _claimed_key(claims: dict[str, Any]) -> bytes:
 
 
 def _claimed_accession(claims: dict[str, Any]) -> str | None:
-    # Servers before 2026 had no "accession" claim (§3.3 claim history): nothing to compare.
+    # Servers before 2026 had no "accession" claim: nothing to compare.
     accession = claims.get("accession")
     return accession if isinstance(accession, str) else None
 

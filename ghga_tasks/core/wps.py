@@ -20,9 +20,10 @@ Design notes:
   (:mod:`ghga_tasks.core.tokens` explains why the official client's check never runs).
   The first WOT is fetched while loading, so a mismatch stops the run before any probe.
 - Secrets (download token, access token, private key, WOTs) live only in objects whose
-  ``repr`` hides them; no log line or error message includes them. Each Snakemake job
-  is its own process, so each reads the token again from the environment or the file:
-  it never travels on a command line or through ``settings.json``.
+  ``repr`` hides them; no log line or error message includes them. Every process that
+  loads the work package (Snakemake, whose jobs are threads; a step process on a
+  cluster) reads the token again from the environment or the file: it never travels on
+  a command line or through ``settings.json``.
 - A WOT lives 30 s. We reuse one for its lifetime minus :data:`WOT_SAFETY_MARGIN`,
   measured on our monotonic clock from *before* we asked, so neither clock skew nor a
   slow answer makes us send an expired one; a 401/403 anyway gets one fresh try.

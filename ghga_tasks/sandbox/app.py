@@ -3,7 +3,7 @@
 Design notes:
 
 - No web framework: the sandbox must answer byte-exact status codes, headers and bodies
-  as the GHGA services do (``ghga-protocol.md`` §2), and a framework's defaults (redirects,
+  as the GHGA services do (``docs/protocol.md``), and a framework's defaults (redirects,
   automatic HEAD, content negotiation) would get in the way.
 - APIs are plugged in as route tables: ``ghga_tasks.sandbox.server.build_app`` registers
   the Download Controller and the S3 outbox; a Work Package API (``/wps/...``) or the
@@ -106,7 +106,7 @@ def json_response(
 def httpyexpect_error(
     status: int, exception_id: str, description: str, data: Mapping[str, object] | None = None
 ) -> Response:
-    """An error body in the GHGA services' httpyexpect shape (protocol §2)."""
+    """An error body in the GHGA services' httpyexpect shape (docs/protocol.md)."""
     payload = {"exception_id": exception_id, "description": description, "data": dict(data or {})}
     return json_response(status, payload)
 

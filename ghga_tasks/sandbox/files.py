@@ -2,13 +2,14 @@
 
 Design notes:
 
-- Each available file becomes two files on disk: the random plaintext (kept so tests can
-  compare bytes) and the outbox object, i.e. header-less Crypt4GH data segments under a
-  fresh 32-byte session key, exactly what the GHGA outbox holds (protocol §4.2).
+- Each available file becomes two files on disk: the plaintext (kept so tests can compare
+  bytes; random, or typed content from ``content``) and the outbox object, i.e.
+  header-less Crypt4GH data segments under a fresh 32-byte session key, exactly what the
+  GHGA outbox holds (docs/protocol.md, "Objects and sizes").
 - Generation streams in 1 MiB chunks, so a 256 MiB file costs a few seconds and a few MiB
   of memory, never the file size.
 - The envelope is made per request for the requesting user's key, as the EKSS does
-  (protocol §4.1); the session key never leaves this process.
+  (docs/protocol.md, "Envelope"); the session key never leaves this process.
 - crypt4gh logs secret keys at DEBUG level; :func:`guard_crypt4gh_key_logs` drops those
   records so a ``--debug`` run never writes key material.
 """
@@ -88,7 +89,7 @@ class StoredFile:
 
 
 def encrypted_size(plaintext_size: int) -> int:
-    """Size of the header-less segment stream for ``plaintext_size`` bytes (§4.2)."""
+    """Size of the header-less segment stream for ``plaintext_size`` bytes (docs/protocol.md)."""
     full, rest = divmod(plaintext_size, SEGMENT_SIZE)
     return full * CIPHER_SEGMENT_SIZE + (rest + CIPHER_OVERHEAD if rest else 0)
 

@@ -3,7 +3,7 @@
 A URL is ``<base>/s3/outbox/<object uuid>?expires=<epoch>&signature=<hex>`` where the
 signature is HMAC-SHA256, keyed with a per-sandbox secret, over the method, the path and
 the ``expires`` value. Like a SigV4 URL it signs neither host nor headers, so clients
-may add ``X-Request-Id`` or ``Cache-Control`` freely (protocol §8 "S3 outbox").
+may add ``X-Request-Id`` or ``Cache-Control`` freely (docs/protocol.md, "Objects and sizes").
 
 ``expires`` carries milliseconds (``1732540030.250``) so tests can use sub-second
 lifetimes without waiting whole seconds.
