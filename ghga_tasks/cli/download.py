@@ -14,7 +14,7 @@ import click
 from ghga_tasks.core import batch, report, shutdown, state
 from ghga_tasks.core.errors import Cancelled, Interrupted, WorkflowFailed
 from ghga_tasks.core.locks import check_output_dir, hold_run_lock
-from ghga_tasks.core.plan import SKIP_HEADINGS, PlanEntry, Status
+from ghga_tasks.core.plan import SKIP_HEADINGS, PlanEntry, Status, bytes_needed
 from ghga_tasks.core.report import human_bytes
 from ghga_tasks.core.settings import Settings
 from ghga_tasks.core.wps import ENV_DOWNLOAD_TOKEN, download_token_from
@@ -93,7 +93,7 @@ def show_plan(entries: list[PlanEntry], output_dir: Path) -> None:
         size = human_bytes(e.size) if e.size >= 0 else "?"
         wait = f"{e.retry_after:.0f} s" if e.status == Status.STAGING else ""
         click.echo(f"{e.file_name:<40} {size:>10}  {e.status:<12} {wait}")
-    needed = sum(max(e.size, 0) for e in entries if e.to_download)
+    needed = bytes_needed(entries)
     output_dir.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(output_dir).free
     count = sum(e.to_download for e in entries)

@@ -155,10 +155,16 @@ def _detail(entry: PlanEntry) -> str:
     return f" ({entry.reason})" if entry.reason else ""
 
 
+def bytes_needed(entries: list[PlanEntry]) -> int:
+    """Disk space the files known so far need (staged ones: envelope plus object; files
+    still staging have no size yet)."""
+    return sum(e.size + ENVELOPE_SIZE for e in entries if e.to_download and e.size >= 0)
+
+
 def warn_if_short_of_space(entries: list[PlanEntry], output_dir: Path) -> int:
     """Warn before anything downloads if the staged files alone do not fit; return the
     bytes they need (files still staging have no known size yet and need more)."""
-    needed = sum(e.size + ENVELOPE_SIZE for e in entries if e.status == Status.STAGED)
+    needed = bytes_needed(entries)
     directory = next(
         p for p in (output_dir.absolute(), *output_dir.absolute().parents) if p.exists()
     )
