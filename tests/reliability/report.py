@@ -153,8 +153,9 @@ _OUTRO = [
     "retry budget (`range_retries`); a read that stalls longer than `read_timeout` counts "
     "as a break. 200 instead of 206, a `Content-Range` that starts elsewhere or names "
     "another size, a body shorter than promised: none is accepted.",
-    "- Checks that make corruption visible: the envelope must be a one-packet Crypt4GH "
-    "header written with GHGA's key; the file must be exactly envelope + DRS size; with "
+    "- Checks that make corruption visible: the envelope must be a well-formed one-packet "
+    "Crypt4GH header (its writer is recorded, and checked against GHGA's key when you gave "
+    "one); the file must be exactly envelope + DRS size; with "
     "`verify: true` every segment is decrypted while it downloads (reading the file back in "
     "order as the on-disk prefix grows) and the plaintext SHA-256 must equal the archive's.",
     "  Without `verify`, a flipped bit inside the encrypted content is only found when the "
