@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,13 @@ def fast_settings(tmp_path: Path, user_keys) -> Settings:
 
 def package_of(sandbox: Sandbox, **overrides: str) -> WorkPackage:
     return work_package_from_env({**sandbox.env(), **overrides})
+
+
+@pytest.fixture
+def project(tmp_path: Path, user_keys) -> Path:
+    """A researcher's project directory: their key pair (key.pub, key.sec), nothing else."""
+    directory = tmp_path / "project"
+    directory.mkdir()
+    shutil.copy(user_keys.public_key_path, directory / "key.pub")
+    shutil.copy(user_keys.secret_key_path, directory / "key.sec")
+    return directory

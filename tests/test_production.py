@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,16 +38,6 @@ ODD_EXTENSIONS = [
     SandboxFile("GHGAF00000000000005", ".bam", size=50_000),  # refused: see the test
 ]
 REFUSED = "GHGAF00000000000005"
-
-
-@pytest.fixture
-def project(tmp_path: Path, user_keys) -> Path:
-    """A researcher's project directory: their key pair, nothing else."""
-    directory = tmp_path / "project"
-    directory.mkdir()
-    shutil.copy(user_keys.public_key_path, directory / "key.pub")
-    shutil.copy(user_keys.secret_key_path, directory / "key.sec")
-    return directory
 
 
 def wps_env(sandbox: Sandbox) -> dict[str, str]:

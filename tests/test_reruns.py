@@ -33,15 +33,6 @@ def environment(sandbox: Sandbox) -> dict[str, str]:
     return {**os.environ, **sandbox.env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
 
-@pytest.fixture
-def project(tmp_path: Path, user_keys) -> Path:
-    directory = tmp_path / "project"
-    directory.mkdir()
-    shutil.copy(user_keys.public_key_path, directory / "key.pub")
-    shutil.copy(user_keys.secret_key_path, directory / "key.sec")
-    return directory
-
-
 def snakemake(project: Path, sandbox: Sandbox, *config: str) -> subprocess.CompletedProcess:
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
