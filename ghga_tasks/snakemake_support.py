@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import atexit
 import functools
-import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from ghga_tasks.core import shutdown
+from ghga_tasks.core.errors import GhgaTasksError
 from ghga_tasks.core.locks import hold_run_lock
 from ghga_tasks.core.report import summary_lines, write_report_if_files_failed, written_since
-
-log = logging.getLogger(__name__)
 
 NO_THREADS_WARNING = (
     "ghga-tasks: each download job starts its own Snakemake process (slow for many files); "
@@ -79,9 +77,12 @@ def _guard_run(_run: int, output_dir: Path, threads: bool, logger: Any) -> None:
 def _end_of_run(output_dir: Path, started: float) -> None:
     """After the run: the report, if files failed and its step could not run, and the
     summary, wherever Snakemake ran from (a module too), unless the caller prints it."""
-    write_report_if_files_failed(output_dir, since=started)
-    if _summary_at_exit and written_since(output_dir, started):
-        print("\n".join(["", *summary_lines(output_dir)]), file=sys.stderr)
+    try:
+        write_report_if_files_failed(output_dir, since=started)
+        if _summary_at_exit and written_since(output_dir, started):
+            print("\n".join(["", *summary_lines(output_dir)]), file=sys.stderr)
+    except (GhgaTasksError, OSError, ValueError) as error:  # never a traceback at exit
+        print(f"ghga-tasks: no summary: {error}", file=sys.stderr)
 
 
 _summary_at_exit = [True]
