@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ghga_tasks.core import shutdown
-from ghga_tasks.core.errors import GhgaTasksError
+from ghga_tasks.core.errors import GhgaTasksError, OutputLocked
 from ghga_tasks.core.locks import hold_run_lock
 from ghga_tasks.core.report import summary_lines, write_report_if_files_failed, written_since
 
@@ -67,7 +67,11 @@ def start_of_run(workflow: Any, output_dir: Path, logger: Any) -> None:
 @functools.cache
 def _guard_run(_run: int, output_dir: Path, threads: bool, logger: Any) -> None:
     """Once per run (``_run``: the id of its workflow object, only a cache key)."""
-    hold_run_lock(output_dir)  # OutputLocked names the holder: the run stops here
+    try:
+        hold_run_lock(output_dir)
+    except OutputLocked as error:  # one line naming the holder, not a Snakemake traceback
+        print(f"Error: {error}", file=sys.stderr)
+        raise SystemExit(error.exit_code) from None
     shutdown.watch_signals()
     if not threads:
         logger.warning(NO_THREADS_WARNING)

@@ -217,6 +217,7 @@ def test_module_consumer_second_run_into_the_same_directory_is_refused(
         assert second.returncode != 0
         holder = f"another ghga-tasks run is downloading into this directory (process {first.pid}"
         assert holder in second.stderr, second.stderr[-3000:]
+        assert "Traceback" not in second.stderr  # one line, not Snakemake's exception block
         assert (shared / "ghga_plan.tsv").read_bytes() == plan_before  # nothing rewritten
     finally:
         first.send_signal(signal.SIGTERM)
