@@ -4,7 +4,7 @@
 import shlex
 from pathlib import Path
 
-from ghga_tasks.core import batch, jobs, state
+from ghga_tasks.core import jobs, state
 from ghga_tasks.core.locks import check_output_dir
 from ghga_tasks.core.plan import download_ranks, plan_path, read_plan
 from ghga_tasks.core.settings import Settings, check_known_keys, normalize_config
