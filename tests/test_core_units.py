@@ -271,6 +271,15 @@ def test_booleans_as_users_type_them(typed: object, expected: bool) -> None:
     assert normalize_config({"skip_unavailable": typed}) == {"skip_unavailable": expected}
 
 
+def test_numbers_typed_as_strings_become_numbers() -> None:
+    # A module's nested config keeps --config values as strings.
+    assert normalize_config({"connections": "2", "max_wait_time": "1.5"}) == {
+        "connections": 2,
+        "max_wait_time": 1.5,
+    }
+    assert normalize_config({"connections": "many"}) == {}  # left for the schema to name
+
+
 def test_boolean_garbage_names_the_key() -> None:
     with pytest.raises(ConfigurationError, match="skip_downloaded"):
         normalize_config({"skip_downloaded": "maybe"})

@@ -7,6 +7,7 @@ works on a Snakemake config and on the JSON the plan step writes for the downloa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -113,13 +114,23 @@ def _bound_problem(value: Any, bounds: Mapping[str, Any]) -> str:
 
 
 def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn the strings users type for booleans ("true", "no", ...) into booleans.
+    """Turn the strings users type for booleans ("true", "no", ...) and numbers ("2") into
+    booleans and numbers.
 
-    Snakemake's ``--config key=value`` only makes ``True``/``False`` booleans, so a JSON
-    schema would reject ``true`` and a plain truth test would accept ``false``.
+    Snakemake's ``--config key=value`` only makes ``True``/``False`` booleans, and values
+    nested in a module's config (``--config 'ghga={"connections": 2}'``) stay strings, so a
+    JSON schema would reject them and a plain truth test would accept ``false``. A string
+    that is no number is left as it is, for the schema to name.
     """
-    bools = [f.name for f in dataclasses.fields(Settings) if f.type == "bool"]
-    return {key: parse_bool(config[key], setting=key) for key in bools if key in config}
+    normalized: dict[str, Any] = {}
+    for spec in dataclasses.fields(Settings):
+        value = config.get(spec.name)
+        if spec.type == "bool" and value is not None:
+            normalized[spec.name] = parse_bool(value, setting=spec.name)
+        elif spec.type in ("int", "float") and isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                normalized[spec.name] = int(value) if spec.type == "int" else float(value)
+    return normalized
 
 
 def parse_bool(value: Any, *, setting: str) -> bool:
