@@ -5,14 +5,14 @@
     ├── Cancelled                       exit 3   the user or the skip policy said stop
     ├── StagingTimeout                  exit 4   a file was not staged within max_wait_time
     ├── IntegrityError                  exit 5   bytes on disk are not what the archive sent
-    │   └── EnvelopeRejected            exit 5   envelope malformed or not written by GHGA
+    │   └── EnvelopeRejected            exit 5   envelope malformed, or not by the key you gave
     ├── PublicKeyMismatch               exit 6   the user's key file is not the archive's copy
     ├── OutputExists                    exit 1   a file is already under the final name
     ├── LocalStorageError               exit 1   the output directory cannot take the file
     │   ├── NoSpaceLeft                 exit 1   disk full or quota exceeded
     │   └── OutputLocked                exit 1   another run or job is writing there
     ├── ApiError                        exit 1   the Download API answered something unusable
-    │   ├── AuthorizationError          exit 1   401/403 from the Download API
+    │   ├── AuthorizationError          exit 1   401/403 from the Download API or the WPS
     │   └── Unreachable                 exit 1   no answer at all (refused, timeout, TLS)
     ├── TransferError                   exit 1   the object store did not deliver the bytes
     ├── FilesFailed                     exit 1*  some files failed, the others downloaded
@@ -79,7 +79,7 @@ class IntegrityError(GhgaTasksError):
 
 
 class EnvelopeRejected(IntegrityError):
-    """The Crypt4GH envelope is malformed or was not written with GHGA's key."""
+    """The Crypt4GH envelope is malformed, or not written with the GHGA key the user gave."""
 
     def __init__(self, *, file_id: str, problem: str) -> None:
         super().__init__(file_id=file_id, problem=f"envelope rejected: {problem}")
