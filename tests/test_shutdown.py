@@ -63,3 +63,22 @@ def test_a_new_run_starts_with_no_stop_requested(handlers) -> None:
     shutdown.REQUESTED.set()
     shutdown.watch_signals()
     shutdown.check()  # does not raise
+
+
+def test_a_step_process_signal_never_lands_inside_a_polling_wait(handlers) -> None:
+    """``ghga-tasks step``: while the main thread polls, a signal only requests the stop;
+    the wait sees it and raises KeyboardInterrupt itself, at a safe point."""
+    signal.signal(signal.SIGTERM, shutdown.interrupt)
+    threading.Timer(0.1, signal.raise_signal, args=(signal.SIGTERM,)).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt, match="stop requested"):  # from sleep, not the handler
+        shutdown.sleep(30)
+    assert time.monotonic() - started < 20
+
+
+def test_outside_a_polling_wait_a_step_process_signal_interrupts_at_once(handlers) -> None:
+    signal.signal(signal.SIGTERM, shutdown.interrupt)
+    with pytest.raises(KeyboardInterrupt, match="stopped by SIGTERM"):
+        signal.raise_signal(signal.SIGTERM)
+    signal.raise_signal(signal.SIGTERM)  # a second one while stopping: no new interrupt
+    assert shutdown.REQUESTED.is_set()

@@ -7,14 +7,14 @@ a cluster executor submits them); otherwise the same functions run inside Snakem
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 from pathlib import Path
-from types import FrameType
 
 import click
 
-from ghga_tasks.core import batch, report, state
+from ghga_tasks.core import batch, report, shutdown, state
 from ghga_tasks.core.settings import Settings
 
 
@@ -24,13 +24,11 @@ def step(ctx: click.Context) -> None:
     """Single workflow steps, as the Snakemake rules run them."""
     # A cluster ends a job (scancel, time limit, preemption) with SIGTERM, which would kill
     # Python without any cleanup and leave a .part behind. Take the Ctrl-C path instead:
-    # the download removes its .part and the step exits 130 before SLURM's SIGKILL.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
-
-
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+    # the download removes its .part and the step exits 130 before SLURM's SIGKILL. Ctrl-C
+    # itself goes the same way, so neither lands inside a lock wait (shutdown.interrupt).
+    for signum in shutdown.STOP_SIGNALS:
+        previous = signal.signal(signum, shutdown.interrupt)
+        ctx.call_on_close(functools.partial(signal.signal, signum, previous))
 
 
 @step.command("plan")

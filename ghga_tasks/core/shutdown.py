@@ -19,6 +19,8 @@ import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
+from types import FrameType
 
 REQUESTED = threading.Event()
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
@@ -32,8 +34,39 @@ def check() -> None:
 
 def sleep(seconds: float) -> None:
     """``time.sleep`` that ends early, with ``KeyboardInterrupt``, on a stop request."""
-    if REQUESTED.wait(max(seconds, 0.0)):
+    with polling():
+        stopped = REQUESTED.wait(max(seconds, 0.0))
+    if stopped:
         raise KeyboardInterrupt("stop requested")
+
+
+@contextlib.contextmanager
+def polling() -> Iterator[None]:
+    """Marks a wait in which this thread checks :data:`REQUESTED` itself, often.
+
+    A signal handler that raises ``KeyboardInterrupt`` lands wherever the main thread is;
+    inside ``threading``'s lock waits that can break the lock ("release unlocked lock")
+    instead of interrupting. :func:`interrupt` leaves such a wait to notice the request.
+    """
+    before = getattr(_state, "polling", False)
+    _state.polling = True
+    try:
+        yield
+    finally:
+        _state.polling = before
+
+
+def interrupt(signum: int, _frame: FrameType | None) -> None:
+    """A signal handler for a process whose main thread downloads (``ghga-tasks step``):
+    request a stop, and raise ``KeyboardInterrupt`` unless the main thread is polling or
+    already stopping (a second signal must not break the clean-up of the first)."""
+    stopping = REQUESTED.is_set()
+    REQUESTED.set()
+    if not stopping and not getattr(_state, "polling", False):  # handlers: main thread
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
+_state = threading.local()
 
 
 def watch_signals() -> None:

@@ -465,7 +465,8 @@ def _raise_first_failure(futures: list[Future[None]]) -> None:
     pending = set(futures)
     while pending:
         shutdown.check()
-        done, pending = wait(pending, timeout=STOP_POLL_SECONDS, return_when=FIRST_EXCEPTION)
+        with shutdown.polling():
+            done, pending = wait(pending, timeout=STOP_POLL_SECONDS, return_when=FIRST_EXCEPTION)
         for future in done:
             error = future.exception()
             if error is not None:
