@@ -16,9 +16,13 @@ from ghga_tasks.core import shutdown
 def handlers() -> Iterator[None]:
     """Restore SIGINT/SIGTERM handlers and a clear stop request after each test."""
     saved = {signum: signal.getsignal(signum) for signum in shutdown.STOP_SIGNALS}
+    shutdown.REQUESTED.clear()  # whatever an earlier test in this process left
     yield
     for signum, handler in saved.items():
         signal.signal(signum, handler)
+    # A watcher thread (watch_signals, in this process since an earlier test) sees each
+    # signal a moment later: let it, so its stop request does not reach the next test.
+    time.sleep(0.3)
     shutdown.REQUESTED.clear()
 
 
