@@ -16,14 +16,14 @@ from ghga_tasks.core import shutdown
 def handlers() -> Iterator[None]:
     """Restore SIGINT/SIGTERM handlers and a clear stop request after each test."""
     saved = {signum: signal.getsignal(signum) for signum in shutdown.STOP_SIGNALS}
-    shutdown.REQUESTED.clear()  # whatever an earlier test in this process left
+    shutdown.reset()  # whatever an earlier test in this process left
     yield
     for signum, handler in saved.items():
         signal.signal(signum, handler)
     # A watcher thread (watch_signals, in this process since an earlier test) sees each
     # signal a moment later: let it, so its stop request does not reach the next test.
     time.sleep(0.3)
-    shutdown.REQUESTED.clear()
+    shutdown.reset()
 
 
 def test_a_staging_wait_ends_as_soon_as_a_stop_is_requested(handlers) -> None:
@@ -86,3 +86,12 @@ def test_outside_a_polling_wait_a_step_process_signal_interrupts_at_once(handler
         signal.raise_signal(signal.SIGTERM)
     signal.raise_signal(signal.SIGTERM)  # a second one while stopping: no new interrupt
     assert shutdown.REQUESTED.is_set()
+
+
+def test_a_step_process_signal_interrupts_even_when_a_watcher_saw_it_first(handlers) -> None:
+    """A signal watcher in the same process may set the stop request before the handler
+    runs; the handler must still raise (CI once ran them in that order)."""
+    signal.signal(signal.SIGTERM, shutdown.interrupt)
+    shutdown.REQUESTED.set()  # what the watcher thread does
+    with pytest.raises(KeyboardInterrupt, match="stopped by SIGTERM"):
+        signal.raise_signal(signal.SIGTERM)

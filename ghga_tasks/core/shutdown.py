@@ -59,11 +59,25 @@ def polling() -> Iterator[None]:
 def interrupt(signum: int, _frame: FrameType | None) -> None:
     """A signal handler for a process whose main thread downloads (``ghga-tasks step``):
     request a stop, and raise ``KeyboardInterrupt`` unless the main thread is polling or
-    already stopping (a second signal must not break the clean-up of the first)."""
-    stopping = REQUESTED.is_set()
+    already stopping (a second signal must not break the clean-up of the first).
+
+    "Already stopping" is this handler's own record, not :data:`REQUESTED`: a signal
+    watcher thread in the same process may set that first, and the interrupt must still
+    come."""
     REQUESTED.set()
-    if not stopping and not getattr(_state, "polling", False):  # handlers: main thread
-        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+    if _interrupted.is_set() or getattr(_state, "polling", False):  # handlers: main thread
+        return
+    _interrupted.set()
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
+def reset() -> None:
+    """A new run in this process: no stop requested, no interrupt raised yet."""
+    REQUESTED.clear()
+    _interrupted.clear()
+
+
+_interrupted = threading.Event()  # set once :func:`interrupt` has raised
 
 
 _state = threading.local()
@@ -72,7 +86,7 @@ _state = threading.local()
 def watch_signals() -> None:
     """Main thread only: from now on SIGINT and SIGTERM also request a stop. A new run
     starts with no stop requested; calling it again only does that."""
-    REQUESTED.clear()
+    reset()
     if _watcher.is_set():
         return
     read_end, write_end = os.pipe()
