@@ -20,8 +20,10 @@ once: the file's SHA-256 against the record's, and sealed anew if they agree.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,8 @@ from typing import Any
 
 from .errors import ConfigurationError, GhgaTasksError
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 STATE_DIR = ".ghga_tasks"
 SETTINGS_FILE = "settings.json"
@@ -66,10 +70,19 @@ def record_result(output_dir: Path, file_name: str, result: dict[str, Any]) -> N
 def record_failure(output_dir: Path, file_name: str, error: GhgaTasksError) -> None:
     """Keep why a download failed, for the report and the CLI's exit code.
 
-    Not a declared Snakemake output: Snakemake deletes those when a job fails.
+    Not a declared Snakemake output: Snakemake deletes those when a job fails. Best
+    effort: when the record cannot be written (the disk that just filled up), the
+    download's own error is still the one the user sees; the summary then says only that
+    the file was not downloaded.
     """
     record = {"file_name": file_name, "exit_code": error.exit_code, "error": str(error)}
-    _write_json(failure_path(output_dir, file_name), record)
+    path = failure_path(output_dir, file_name)
+    try:
+        _write_json(path, record)
+    except OSError as write_error:
+        log.warning("%s: could not record why it failed (%s)", file_name, write_error)
+        with contextlib.suppress(OSError):
+            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
 
 
 def clear_failure(output_dir: Path, file_name: str) -> None:
