@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ghga_tasks.core import shutdown
+from ghga_tasks.core import release, shutdown
 from ghga_tasks.core.errors import GhgaTasksError, OutputLocked
 from ghga_tasks.core.locks import hold_run_lock
 from ghga_tasks.core.report import summary_lines, write_report_if_files_failed, written_since
@@ -72,6 +72,7 @@ def _guard_run(_run: int, output_dir: Path, threads: bool, logger: Any) -> None:
     except OutputLocked as error:  # one line naming the holder, not a Snakemake traceback
         print(f"Error: {error}", file=sys.stderr)
         raise SystemExit(error.exit_code) from None
+    release.start_run(output_dir)  # this run's download jobs wait for their batch anew
     shutdown.watch_signals()
     if not threads:
         logger.warning(NO_THREADS_WARNING)

@@ -51,10 +51,15 @@ def plan_step(settings_json: str) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The settings file the plan step wrote.",
 )
+@click.option(
+    "--gate",
+    default="",
+    help="The release marker the job waited for, relative to the output directory.",
+)
 @click.argument("file_name")
-def download_step(settings_file: Path, file_name: str) -> None:
+def download_step(settings_file: Path, gate: str, file_name: str) -> None:
     """Download one planned file (FILE_NAME as in ghga_plan.tsv)."""
-    batch.download_one(state.load_settings(settings_file), file_name)
+    batch.download_one(state.load_settings(settings_file), file_name, gate=gate)
 
 
 @step.command("report")

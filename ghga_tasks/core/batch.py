@@ -93,16 +93,19 @@ def download_one(
     environ: Mapping[str, str] | None = None,
     *,
     opened: OpenWorkPackage | None = None,
+    gate: str = "",
 ) -> DownloadResult:
     """Download the planned file ``file_name`` and record the result (or the failure).
 
     ``opened``: the work package and its Download API client from an earlier job of this
-    process (see ``jobs``); by default they are loaded for this file alone.
+    process (see ``jobs``); by default they are loaded for this file alone. ``gate``: the
+    release marker the job waited for, as Snakemake gave it (``release``), kept in the
+    result record.
     """
     state.clear_failure(settings.output_dir, file_name)
     try:
         return _download_and_record(
-            settings, file_name, opened or open_work_package(settings, environ)
+            settings, file_name, opened or open_work_package(settings, environ), gate
         )
     except GhgaTasksError as error:
         state.record_failure(settings.output_dir, file_name, error)
@@ -129,12 +132,13 @@ def open_work_package(
 
 
 def _download_and_record(
-    settings: Settings, file_name: str, opened: OpenWorkPackage
+    settings: Settings, file_name: str, opened: OpenWorkPackage, gate: str
 ) -> DownloadResult:
     entry = _planned_entry(settings.output_dir, file_name)
     spec = _spec_in_package(opened.work_package, entry)
     result = download_file(spec, opened.work_package, settings, opened.api, retry_at=entry.retry_at)
-    state.record_result(settings.output_dir, file_name, asdict(result))
+    # The release marker this job waited for stays the file's gate for good (see release).
+    state.record_result(settings.output_dir, file_name, {**asdict(result), "gate": gate})
     return result
 
 

@@ -42,11 +42,14 @@ def report(output_dir: Path, log_file: Path) -> None:
         write_report(output_dir)
 
 
-def download(settings_file: Path, file_name: str, log_file: Path) -> DownloadResult:
-    """The ``download_file`` rule: one planned file, logged to ``log_file``."""
+def download(settings_file: Path, file_name: str, log_file: Path, gate: str = "") -> DownloadResult:
+    """The ``download_file`` rule: one planned file, logged to ``log_file`` (``gate``: the
+    release marker it waited for, see ``release``)."""
     with job_log(log_file):
         settings = state.load_settings(settings_file)
-        return batch.download_one(settings, file_name, opened=_opened(settings, _ghga_env()))
+        return batch.download_one(
+            settings, file_name, opened=_opened(settings, _ghga_env()), gate=gate
+        )
 
 
 @functools.lru_cache(maxsize=4)

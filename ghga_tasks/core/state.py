@@ -93,6 +93,11 @@ def read_failure(output_dir: Path, file_name: str) -> dict[str, Any] | None:
     return _read_json(failure_path(output_dir, file_name))
 
 
+def read_result(output_dir: Path, file_name: str) -> dict[str, Any] | None:
+    """The file's result record as written, whether or not it still vouches for the file."""
+    return _read_json(result_path(output_dir, file_name))
+
+
 @dataclass(frozen=True)
 class Existing:
     """A file under its final name, and whether ghga-tasks vouches for it."""

@@ -4,7 +4,7 @@
 import shlex
 from pathlib import Path
 
-from ghga_tasks.core import jobs, state
+from ghga_tasks.core import jobs, release, state
 from ghga_tasks.core.locks import check_output_dir
 from ghga_tasks.core.plan import download_ranks, plan_path, read_plan
 from ghga_tasks.core.settings import Settings, check_known_keys, normalize_config
@@ -68,6 +68,21 @@ def download_priority(wildcards):
     if not plan.exists():
         return 0
     return download_ranks(plan).get(wildcards.file_name, 0)
+
+
+def release_gate(wildcards):
+    """The release marker of the file's batch (ghga_tasks/core/release.py): Snakemake sees
+    a few download jobs at a time instead of all of them. ancient: a marker touched later
+    never makes a finished download run again."""
+    start_of_run(workflow, SETTINGS.output_dir, logger)
+    gate = release.gate(SETTINGS.output_dir, wildcards.file_name)
+    return [ancient(f"{OUTPUT_DIR}/{gate}")] if gate else []
+
+
+def previous_release(wildcards):
+    """Each release waits for the one before it, never for a download."""
+    previous = release.previous_marker(wildcards.run, int(wildcards.batch))
+    return [ancient(f"{OUTPUT_DIR}/{previous}")] if previous else []
 
 
 def run_step(step_args, log_file, in_process):

@@ -26,6 +26,8 @@ checkpoint plan_downloads:
 
 
 rule download_file:
+    input:
+        release=release_gate,
     output:
         c4gh=f"{OUTPUT_DIR}/{{file_name}}",
         result=f"{STATE_DIR}/results/{{file_name}}.json",
@@ -44,13 +46,38 @@ rule download_file:
         # Snakemake re-download files that are already complete.
         settings=f"{STATE_DIR}/settings.json",
     run:
+        gate = release.given_gate(OUTPUT_DIR, input.release)
         run_step(
-            ["download", "--settings", params.settings, wildcards.file_name],
+            [
+                "download",
+                "--settings",
+                params.settings,
+                "--gate",
+                gate,
+                wildcards.file_name,
+            ],
             log[0],
             lambda: jobs.download(
-                Path(params.settings), wildcards.file_name, Path(log[0])
+                Path(params.settings), wildcards.file_name, Path(log[0]), gate
             ),
         )
+
+
+# Releases the download jobs of one batch (see release_gate): no code, Snakemake creates
+# the marker. Lowest priority and the downloads resource: it runs only when no released
+# download is waiting, so Snakemake only ever weighs a few ready jobs.
+rule release_downloads:
+    input:
+        previous_release,
+    output:
+        touch(f"{STATE_DIR}/{release.RELEASE_DIR}/{{run}}/{{batch}}"),
+    wildcard_constraints:
+        run=r"[0-9a-z]+",
+        batch=r"\d+",
+    priority: 0
+    localrule: True
+    resources:
+        downloads=1,
 
 
 rule report:
