@@ -177,3 +177,35 @@ def test_a_bad_batch_size_is_a_configuration_error(
         release.batch_size()
     monkeypatch.delenv(release.BATCH_VARIABLE)
     assert release.batch_size() == release.BATCH
+
+
+# --- the CLI's progress watcher, which runs in the process Snakemake runs in ---------------
+
+
+def test_a_progress_poll_looks_at_the_files_that_ended_not_the_whole_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ghga_tasks.cli import progress
+    from ghga_tasks.core.errors import Interrupted
+
+    names = [f"F{n}.bam.c4gh" for n in range(1000)]
+    watcher = progress.ProgressWatcher(tmp_path, [entry(name) for name in names])
+    looked: list[str] = []
+    look_at = watcher._look_at
+    monkeypatch.setattr(
+        watcher, "_look_at", lambda state: looked.append(state.entry.file_name) or look_at(state)
+    )
+
+    watcher._poll()
+    assert len(looked) <= progress.LOOK_AHEAD + 1  # not 1,000
+    for name in names[:3]:
+        (tmp_path / name).write_bytes(b"x")
+    state.record_failure(tmp_path, names[3], Interrupted())  # failed in this run: passed
+    (tmp_path / names[5]).write_bytes(b"x")  # out of order: seen by the look-ahead
+    looked.clear()
+    watcher._poll()
+    assert watcher._done_count() == 4 and watcher._next == 4
+    assert len(looked) <= 4 + progress.LOOK_AHEAD + 1
+    (tmp_path / names[900]).write_bytes(b"x")  # far out of order: counted at the end
+    watcher._poll(everything=True)
+    assert watcher._done_count() == 5

@@ -26,10 +26,11 @@ import click
 
 from ghga_tasks.core.plan import PlanEntry
 from ghga_tasks.core.report import human_bytes
-from ghga_tasks.core.state import result_path
+from ghga_tasks.core.state import failure_path, result_path
 
 POLL_SECONDS = 0.5
 BATCH_LINE_SECONDS = 30.0  # without a terminal
+LOOK_AHEAD = 8  # files looked at past the first unfinished one, in each poll
 
 
 @dataclass
@@ -50,6 +51,8 @@ class ProgressWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
         self._started = time.monotonic()
+        self._wall_started = time.time() - 1.0  # file times may lag the clock a little
+        self._next = 0  # the first file that has not finished or failed in this run
         self._last_line = self._started
         self._bars = _Bars(self._known_total(), len(self.files)) if self.live else None
 
@@ -60,7 +63,7 @@ class ProgressWatcher:
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self._poll()  # files that finished since the last poll
+        self._poll(everything=True)  # files that ended since the last poll
         if self._bars is not None:
             self._bars.close()
 
@@ -68,15 +71,46 @@ class ProgressWatcher:
         while not self._stop.wait(POLL_SECONDS):
             self._poll()
 
-    def _poll(self) -> None:
-        for state in self.files:
-            if not state.done:
-                self._look_at(state)
+    def _poll(self, *, everything: bool = False) -> None:
+        """Look at the files from the first unfinished one on (all of them at the end).
+
+        Downloads go one at a time in plan order, so a poll costs the files that ended
+        since the last one, not the whole batch: with 10,000 files waiting, looking at
+        every one took ~0.3 s of the process Snakemake runs in, twice a second (S8).
+        """
+        if everything:
+            for state in self.files:
+                if not state.done:
+                    self._look_at(state)
+        else:
+            self._look_ahead()
         if self._bars is not None:
             self._bars.show_batch(self._done_count(), self._bytes(), self._known_total())
         elif time.monotonic() - self._last_line >= BATCH_LINE_SECONDS:
             self._last_line = time.monotonic()
             click.echo(self._batch_line(), err=True)
+
+    def _look_ahead(self) -> None:
+        """Past the files that finished or failed in this run, then a few beyond the first
+        that has not (a file whose failure could not be recorded holds the line there)."""
+        while self._next < len(self.files):
+            state = self.files[self._next]
+            if not state.done:
+                self._look_at(state)
+            if not (state.done or self._failed(state)):
+                break
+            self._next += 1
+        for state in self.files[self._next + 1 : self._next + 1 + LOOK_AHEAD]:
+            if not state.done:
+                self._look_at(state)
+
+    def _failed(self, state: _FileState) -> bool:
+        """A failure record from this run (an older one goes when its retry starts)."""
+        try:
+            when = failure_path(self.output_dir, state.entry.file_name).stat().st_mtime
+        except OSError:
+            return False
+        return when >= self._wall_started
 
     def _look_at(self, state: _FileState) -> None:
         final = self.output_dir / state.entry.file_name
