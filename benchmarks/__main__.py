@@ -16,7 +16,16 @@ from pathlib import Path
 from .competitors import CONNECTOR_VERSION, OFFICIAL, REPO, connector_venv
 from .harness import SANDBOX_ROOTS, Context
 from .objectserver import ObjectServer
-from .report import markdown_table, read_csv, write_csv, write_plot
+from .report import (
+    SCALE_CSV,
+    markdown_table,
+    read_csv,
+    read_scale,
+    write_csv,
+    write_plot,
+    write_scale,
+    write_scale_plot,
+)
 from .results import Row
 from .scenarios import ALL_COMPETITORS, FULL, SCENARIOS, SMOKE, SMOKE_COMPETITORS, Sizes
 
@@ -52,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.replot:
         rows = read_csv(out / "results.csv")
         write_plot(rows, out / "results.png")
+        if (out / SCALE_CSV).is_file():
+            write_scale_plot(read_scale(out / SCALE_CSV), out / "s8_scale.png")
         print(markdown_table(rows))
         return 0
     chosen = [name.strip() for name in args.scenarios.split(",") if name.strip()]
@@ -59,12 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
     started = time.monotonic()
-    rows = run_all(args, sizes, chosen)
+    curves: dict[str, tuple[float, ...]] = {}
+    rows = run_all(args, sizes, chosen, curves)
     write_results(rows, out, args, time.monotonic() - started)
+    if curves:
+        write_scale(curves, out)
     return 0
 
 
-def run_all(args: argparse.Namespace, sizes: Sizes, chosen: list[str]) -> list[Row]:
+def run_all(
+    args: argparse.Namespace,
+    sizes: Sizes,
+    chosen: list[str],
+    curves: dict[str, tuple[float, ...]] | None = None,
+) -> list[Row]:
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
     roots = [args.workdir / f"sandbox-{root}" for root in SANDBOX_ROOTS]
@@ -79,6 +98,8 @@ def run_all(args: argparse.Namespace, sizes: Sizes, chosen: list[str]) -> list[R
                 rows += SCENARIOS[name](ctx, sizes)
         finally:
             ctx.close()
+            if curves is not None:
+                curves.update(ctx.curves)
     shutil.rmtree(args.workdir / "runs", ignore_errors=True)
     return rows
 

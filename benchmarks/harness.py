@@ -35,6 +35,7 @@ class Context:
     sandboxes: dict[str, Sandbox] = field(default_factory=dict)
     facts: dict[str, float] = field(default_factory=dict)  # e.g. curl's rate from S1
     skip: dict[str, str] = field(default_factory=dict)  # competitor -> "not run: why"
+    curves: dict[str, tuple[float, ...]] = field(default_factory=dict)  # S8: finish times
 
     def sandbox(self, root: str, files: Sequence[SandboxFile]) -> Sandbox:
         """The sandbox for ``root`` (built on first use; objects served by nginx)."""
@@ -174,7 +175,8 @@ def _one_run(ctx: Context, scenario: str, entry: Entry, round_number: int) -> Ru
         stdin_text=invocation.stdin_text,
     )
     problem = check_outputs(run, rundir / "downloads", entry.expect)
-    run = replace(run, transfer_seconds=transfer_seconds(rundir / "downloads" / "ghga_report.tsv"))
+    report = rundir / "downloads" / "ghga_report.tsv"
+    run = replace(run, transfer_seconds=transfer_seconds(report), finished_at=finish_times(report))
     shutil.rmtree(rundir, ignore_errors=True)  # downloads can be gigabytes
     log.info(
         "%s %-24s round %d: %.2f s, peak RSS %.0f MiB%s",
@@ -190,6 +192,15 @@ def transfer_seconds(report: Path) -> float | None:
         return None
     with report.open() as stream:
         return sum(float(row["seconds"] or 0) for row in csv.DictReader(stream, delimiter="\t"))
+
+
+def finish_times(report: Path) -> tuple[float, ...]:
+    """When each downloaded file got its final name (wall clock), in order (S8)."""
+    if not report.is_file():
+        return ()
+    with report.open() as stream:
+        rows = csv.DictReader(stream, delimiter="\t")
+        return tuple(sorted(float(r["finished_at"]) for r in rows if r["finished_at"]))
 
 
 def row_from(

@@ -31,6 +31,7 @@ class Run:
     tree_rss: int  # bytes, the largest sampled sum over the whole tree
     log: Path
     transfer_seconds: float | None = None  # ghga_report.tsv's transfer times, summed
+    finished_at: tuple[float, ...] = ()  # ghga_report.tsv's finish times, ascending (S8)
 
 
 def run_measured(

@@ -110,3 +110,52 @@ def _panel(axis: object, rows: list[Row], scenario: str) -> None:
     axis.set_title(f"{scenario} ({rows[0].metric if rows else ''}, {unit})", fontsize=10)  # type: ignore[attr-defined]
     axis.invert_yaxis()  # type: ignore[attr-defined]
     axis.margins(x=0.35)  # type: ignore[attr-defined]
+
+
+SCALE_CSV = "s8_scale.csv"
+SCALE_PNG = "s8_scale.png"
+
+
+def write_scale(curves: dict[str, tuple[float, ...]], out: Path) -> None:
+    """S8's finish times (seconds after each run's first file) and their plot."""
+    with (out / SCALE_CSV).open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["competitor", "file", "seconds"])
+        for name, times in curves.items():
+            writer.writerows([name, n, f"{t - times[0]:.4f}"] for n, t in enumerate(times, 1))
+    write_scale_plot(curves, out / SCALE_PNG)
+
+
+def read_scale(path: Path) -> dict[str, tuple[float, ...]]:
+    curves: dict[str, list[float]] = {}
+    with path.open(newline="") as stream:
+        for record in csv.DictReader(stream):
+            curves.setdefault(record["competitor"], []).append(float(record["seconds"]))
+    return {name: tuple(times) for name, times in curves.items()}
+
+
+def write_scale_plot(curves: dict[str, tuple[float, ...]], path: Path) -> None:
+    """The cost per file along one run (rolling over a 40th of the batch), per front end:
+    flat is the goal; a scheduler that weighs every waiting file slopes down (the early
+    files, with the most still waiting, are the dear ones)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(10, 4.5))
+    for name, times in curves.items():
+        window = max(len(times) // 40, 2)
+        positions = list(range(window + 1, len(times) + 1, max(len(times) // 400, 1)))
+        costs = [(times[n - 1] - times[n - 1 - window]) * 1000 / window for n in positions]
+        axis.plot(positions, costs, label=f"{name} ({window} files rolling)")
+    for mark in (len(next(iter(curves.values()), ())) * f // 10 for f in (1, 4, 10)):
+        axis.axvline(mark, color="grey", linewidth=0.6, linestyle=":")
+    axis.set_xlabel("files finished")
+    axis.set_ylabel("ms per file")
+    axis.set_ylim(bottom=0)
+    axis.set_title("S8: cost per file along one batch (flat = independent of the batch size)")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

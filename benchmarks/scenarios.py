@@ -263,6 +263,68 @@ def s4_many_small(ctx: Context, sizes: Sizes) -> list[Row]:
     return rows
 
 
+SCALE_FACTOR = 10  # S8: ten times S4's count (10,000 files; 40 with --smoke)
+SCALE_MARKS = (1, 4, 10)  # S8 reports the cost per file at these multiples of S4's count
+SCALE_SIZE = 4 * KIB
+
+
+def per_file_ms(finished: Sequence[float], position: int, window: int) -> float:
+    """The cost per file around the ``position``-th file to finish (1-based): the time the
+    ``window`` files up to it took, per file. Start-up and plan are not in it."""
+    last = min(position, len(finished)) - 1
+    first = max(last - window, 0)
+    if last <= first:
+        return math.nan
+    return (finished[last] - finished[first]) * 1000 / (last - first)
+
+
+def s8_scale(ctx: Context, sizes: Sizes) -> list[Row]:
+    """Many tiny files: does the cost per file stay flat as the batch grows (issue 17)?
+
+    One run per front end; the cost per file at the 1,000th, 4,000th and 10,000th file
+    comes from the finish times in its report. A scheduler that weighs every waiting file
+    makes the *early* files dear (10,000 wait at the start, none at the end), so the two
+    ends are held to each other both ways.
+    """
+    count = SCALE_FACTOR * sizes.many_count
+    files = [SandboxFile(f"GHGAF{n:014d}", ".fastq.gz", SCALE_SIZE) for n in range(1, count + 1)]
+    ctx.sandbox("many", files)  # S4's object root: S4 has dropped its sandbox by now
+    competitors = [SNAKEMAKE, GHGA_TASKS]
+    outcome = run_rounds(ctx, "S8", entries(ctx, competitors, files), rounds=sizes.many_rounds)
+    window = max(sizes.many_count // 2, 2)
+    marks = [factor * sizes.many_count for factor in SCALE_MARKS]
+    rows = []
+    for competitor in competitors:
+        runs = outcome[competitor.name]
+        total = row_from(
+            "S8", competitor.name, runs, "per file", "ms/file",
+            partial(_ms_per_file, count=count),
+        )  # fmt: skip
+        if total.ran:
+            total.note = "whole run / files: start-up and plan included"
+        rows.append(total)
+        at = {}
+        for mark in marks:
+            row = row_from(
+                "S8", f"{competitor.name} @{mark:,}", runs, "per file", "ms/file",
+                lambda run, mark=mark: per_file_ms(run.finished_at, mark, window),
+            )  # fmt: skip
+            if row.ran:
+                row.note = f"files {max(mark - window, 1):,}-{mark:,} of one run"
+            at[mark] = row
+            rows.append(row)
+        first, last = at[marks[0]], at[marks[-1]]
+        if first.median and last.median:
+            _ratio(last, first.median, f"@{marks[0]:,}")
+            _ratio(first, last.median, f"@{marks[-1]:,}")
+            for row, other in ((last, marks[0]), (first, marks[-1])):
+                _target(row, f"≤ 1.2 x @{other:,}", row.ratio is not None and row.ratio <= 1.2)
+        if not isinstance(runs, str) and runs:
+            ctx.curves[competitor.name] = runs[0].finished_at
+    ctx.drop_sandbox("many")
+    return rows
+
+
 def plan_and_dag(snakefile: Path) -> Callable[[Batch, Path], Invocation]:
     """The checkpoint (probe everything, write the plan), then the DAG of all downloads."""
 
@@ -349,4 +411,5 @@ SCENARIOS = {
     "S4": s4_many_small,
     "S5": s5_plan,
     "S6": s6_memory,
+    "S8": s8_scale,
 }

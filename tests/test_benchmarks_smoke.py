@@ -19,7 +19,7 @@ import requests
 from ghga_tasks.sandbox import Sandbox, SandboxFile
 
 REPO = Path(__file__).resolve().parent.parent
-SCENARIOS = {"S1", "S2", "S3b", "S3", "S4", "S5", "S6"}
+SCENARIOS = {"S1", "S2", "S3b", "S3", "S4", "S5", "S6", "S8"}
 # What the benchmark runs besides Python (.ci/run installs them with apt).
 TOOLS = {"nginx": "/usr/sbin/nginx", "curl": "", "aria2c": "", "GNU time": "/usr/bin/time"}
 
