@@ -53,6 +53,7 @@ class ProgressWatcher:
         self._started = time.monotonic()
         self._wall_started = time.time() - 1.0  # file times may lag the clock a little
         self._next = 0  # the first file that has not finished or failed in this run
+        self._done = 0
         self._last_line = self._started
         self._bars = _Bars(self._known_total(), len(self.files)) if self.live else None
 
@@ -117,6 +118,7 @@ class ProgressWatcher:
         part = final.with_name(final.name + ".part")
         if final.exists():
             state.done, state.written = True, final.stat().st_size
+            self._done += 1
             self._finished(state)
         elif part.exists():
             state.started = state.started or time.monotonic()
@@ -152,7 +154,7 @@ class ProgressWatcher:
         )
 
     def _done_count(self) -> int:
-        return sum(state.done for state in self.files)
+        return self._done  # counted, not summed: it is asked once per finished file
 
     def _bytes(self) -> int:
         return sum(state.written for state in self.files)

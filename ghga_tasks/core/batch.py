@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import state
@@ -27,7 +27,7 @@ from .plan import (
     apply_skip_policy,
     plan_downloads,
     plan_path,
-    read_plan,
+    planned_entries,
     write_plan,
 )
 from .settings import Settings
@@ -121,6 +121,12 @@ class OpenWorkPackage:
 
     work_package: WorkPackage
     api: DownloadApi
+    # Its files by output name: a job finds its own in O(1), not by a walk over the batch.
+    by_name: dict[str, FileSpec] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        by_name = {spec.file_name: spec for spec in self.work_package.files}
+        object.__setattr__(self, "by_name", by_name)
 
 
 def open_work_package(
@@ -135,7 +141,7 @@ def _download_and_record(
     settings: Settings, file_name: str, opened: OpenWorkPackage, gate: str
 ) -> DownloadResult:
     entry = _planned_entry(settings.output_dir, file_name)
-    spec = _spec_in_package(opened.work_package, entry)
+    spec = _spec_in_package(opened, entry)
     result = download_file(spec, opened.work_package, settings, opened.api, retry_at=entry.retry_at)
     # The release marker this job waited for stays the file's gate for good (see release).
     state.record_result(settings.output_dir, file_name, {**asdict(result), "gate": gate})
@@ -143,16 +149,16 @@ def _download_and_record(
 
 
 def _planned_entry(output_dir: Path, file_name: str) -> PlanEntry:
-    for entry in read_plan(plan_path(output_dir)):
-        if entry.file_name == file_name:
-            return entry
-    raise ConfigurationError(setting=file_name, problem=f"is not in {plan_path(output_dir)}")
+    entry = planned_entries(plan_path(output_dir)).get(file_name)
+    if entry is None:
+        raise ConfigurationError(setting=file_name, problem=f"is not in {plan_path(output_dir)}")
+    return entry
 
 
-def _spec_in_package(work_package: WorkPackage, entry: PlanEntry) -> FileSpec:
-    for spec in work_package.files:
-        if spec.file_name == entry.file_name:
-            return spec
+def _spec_in_package(opened: OpenWorkPackage, entry: PlanEntry) -> FileSpec:
+    spec = opened.by_name.get(entry.file_name)
+    if spec is not None:
+        return spec
     raise ConfigurationError(
         setting=entry.file_name, problem="was planned but is no longer in the work package"
     )
