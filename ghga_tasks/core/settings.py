@@ -55,6 +55,10 @@ class Settings:
     # Decrypt each file while it downloads (user_private_key) and compare the plaintext
     # SHA-256 with the archive's checksum; a mismatch deletes the .part (exit 5).
     verify: bool = False
+    # Keep an interrupted file's .part, with a sidecar recording which byte ranges are on
+    # disk for good (fdatasync'ed), and continue it on the next run. False: a stale .part is
+    # replaced, the whole file fetched again.
+    resume_partial: bool = False
     # Plain-http URLs for a host other than loopback are refused unless this is true:
     # tokens and presigned URLs would cross the network readable by anyone on the way.
     allow_http: bool = False
