@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from . import state
 from .errors import FilesFailed, Interrupted
 from .plan import PlanEntry, Status, plan_path, read_plan
+from .resume import kept_note
+from .work_package import PART_SUFFIX
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,6 +35,7 @@ REPORT_COLUMNS = [
     "finished_at",
     "envelope_writer_key",
     "error",
+    "reused_bytes",  # of a file resumed from its .part (resume_partial): not fetched again
 ]
 
 
@@ -111,6 +114,7 @@ def _report_row(output_dir: Path, entry: PlanEntry) -> dict[str, Any]:
         bytes=0,
         seconds=0.0,
         waited_seconds=0.0,
+        reused_bytes=0,
         content_sha256=entry.sha256,
     )
     row.update(_outcome(output_dir, entry))
@@ -155,9 +159,35 @@ def summary_lines(output_dir: Path) -> list[str]:
         seconds = _seconds(float(row["seconds"])) if outcome == "downloaded" else ""
         note = f"  {row['error']}" if row["error"] else ""
         lines.append(f"  {row['file_name']:<40} {outcome:<20} {size:>9} {seconds:>8}{note}")
+    lines += [f"  {name}: {kept}" for name, kept in kept_partial_files(output_dir, rows)]
     lines.append("  " + ", ".join(f"{count} {outcome}" for outcome, count in counts.items()))
     lines.append(f"Report: {path}")
     return lines
+
+
+def kept_partial_files(
+    output_dir: Path, rows: list[dict[str, str]] | None = None
+) -> list[tuple[str, str]]:
+    """Files of the report not downloaded whose ``.part`` stays for the next run to resume
+    (``resume_partial``), each with a line saying how much of it is kept."""
+    if rows is None:
+        if not report_path(output_dir).exists():
+            return []
+        with report_path(output_dir).open(newline="") as stream:
+            rows = list(csv.DictReader(stream, delimiter="\t"))
+    names = [row["file_name"] for row in rows if row["outcome"] == "failed"]
+    notes = [(name, kept_note(output_dir / (name + PART_SUFFIX), human_bytes)) for name in names]
+    return [(name, note) for name, note in notes if note]
+
+
+def interruption(output_dir: Path) -> Interrupted:
+    """The error of a run stopped by Ctrl-C or SIGTERM, naming the partial files kept."""
+    kept = kept_partial_files(output_dir)
+    if len(kept) == 1:
+        return Interrupted(kept=kept[0][1])
+    if kept:
+        return Interrupted(kept=f"{len(kept)} partial files kept; run again to resume")
+    return Interrupted()
 
 
 def _seconds(value: float) -> str:
