@@ -18,8 +18,10 @@ from .harness import SANDBOX_ROOTS, Context
 from .objectserver import ObjectServer
 from .report import markdown_table, read_csv, write_csv, write_plot
 from .results import Row
+from .resume import r1_resume
 from .scenarios import ALL_COMPETITORS, FULL, SCENARIOS, SMOKE, SMOKE_COMPETITORS, Sizes
 
+SCENARIOS = {**SCENARIOS, "R1": r1_resume}  # benchmarks/resume.py: resuming a killed file
 log = logging.getLogger("benchmarks")
 
 
