@@ -193,9 +193,9 @@ class DurableRanges:
         with self._sync_lock:
             if self._prefix is None:
                 return
-            snapshot = self._prefix.written()  # before the sync: it covers all of these
+            written = self._prefix.take_written()  # before the sync: it covers all of these
             os.fdatasync(self._fd)
-            self._recorded = merge(snapshot)
+            self._recorded = merge(self._recorded + written)
             write_sidecar(self.path, self._identity, self._recorded)
 
     def record_at_stop(self) -> bool:

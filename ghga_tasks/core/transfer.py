@@ -131,6 +131,7 @@ class Prefix:
         # Ranges marked done were on disk before this download started (a resumed .part).
         self._done = [len(r) if done and done[i] else 0 for i, r in enumerate(ranges)]
         self._first_open = 0  # index of the first incomplete range
+        self._touched: set[int] = set()  # ranges written to since the last take_written()
         self._stop = stop
         self._changed = threading.Condition()
         self.size = ranges[-1].stop if ranges else 0
@@ -150,6 +151,7 @@ class Prefix:
         """Range ``index`` has ``count`` more bytes on disk (written in order)."""
         with self._changed:
             self._done[index] += count
+            self._touched.add(index)
             if index != self._first_open:
                 return
             self._advance()
@@ -161,13 +163,15 @@ class Prefix:
         ):
             self._first_open += 1
 
-    def written(self) -> list[ByteRange]:
-        """Every byte on disk now, as the written head of each range (unmerged)."""
+    def take_written(self) -> list[ByteRange]:
+        """The written head of every range written to since the last call (a range's
+        head covers all its bytes on disk): what is new, without a walk over every range
+        of a huge object."""
         with self._changed:
+            touched, self._touched = self._touched, set()
             return [
-                ByteRange(r.start, r.start + done)
-                for r, done in zip(self._ranges, self._done, strict=True)
-                if done
+                ByteRange(self._ranges[i].start, self._ranges[i].start + self._done[i])
+                for i in sorted(touched)
             ]
 
     def wake(self) -> None:
