@@ -219,6 +219,34 @@ def _object_bytes_in(part: Path) -> int:
         return 0
 
 
+def test_network_failure_mid_file_keeps_the_part_for_the_next_run(
+    sandbox_factory, user_keys, tmp_path, record_property
+) -> None:
+    """Every connection breaks once some bytes are recorded: the ranges' retries run out
+    (exit 1, as without resume), the .part stays with every written byte recorded, and the
+    next run fetches only the rest."""
+    sandbox = sandbox_factory([BIG])
+    sandbox.set_faults(BIG.file_id, Faults(delay_seconds=0.3))
+    batch = planned_batch(sandbox, tmp_path, user_keys)
+    output, size = batch.settings.output_dir, object_size(sandbox, BIG.file_id)
+    part = output / f"{BIG_NAME}.part"
+    job = start_step(sandbox, output, BIG_NAME)
+    wait_until(lambda: kept_bytes(part) > 0, job, "the sidecar recorded bytes")
+    sandbox.set_faults(BIG.file_id, Faults(drop_after_bytes=0))  # every body cut at once
+    run = finish(job)
+    kept = kept_bytes(part)
+    promise = check_promise(output, sandbox, user_keys.secret_key, [run.output],
+                            resume_partial=True)  # fmt: skip
+    record(record_property, scenario="the network fails mid-file (resume_partial)",
+           area=RESUME, run=run, promise=promise)  # fmt: skip
+    assert run.exit_code == 1 and "download failed" in run.user_sees, run.output[-3000:]
+    assert f"{BIG_NAME}: {human_bytes(kept)} kept in {part.name}; run again to resume" in run.output
+    assert_promise_kept(promise)
+    again, asked = resumed(batch, BIG_NAME)
+    assert again.exit_code == 0, again.output[-3000:]
+    assert 0 < kept == reused_bytes(output, BIG_NAME) and asked == size - kept
+
+
 @pytest.mark.snakemake
 def test_ctrl_c_in_ghga_tasks_download_resume_then_the_same_command_completes(
     sandbox_factory, user_keys, tmp_path, record_property
