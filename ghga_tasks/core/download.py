@@ -302,8 +302,8 @@ class PartFile:
         if self._settled:
             return
         self._settled = True
-        keep = self.durable is not None and not isinstance(error, IntegrityError)
-        if keep and self.durable is not None and self.durable.record_at_stop():
+        durable = None if isinstance(error, IntegrityError) else self.durable
+        if durable is not None and durable.record_at_stop():
             log.warning("%s: %s", self.target.final.name, kept_note(self.target.part, human_bytes))
             return
         self.remove()
