@@ -28,7 +28,6 @@ from pathlib import Path
 
 import pytest
 from reliability.scenario import (
-    WORK_ORDER_TOKEN,
     Batch,
     Run,
     assert_promise_kept,
@@ -36,7 +35,8 @@ from reliability.scenario import (
     record,
     suite_settings,
 )
-from test_faults_local import small_disk  # noqa: F401  (a fixture: the 1 MiB tmpfs)
+from test_faults_local import _fill_when_exists, small_disk  # noqa: F401  (a fixture)
+from test_signals import environment, finish
 
 from ghga_tasks.core import state
 from ghga_tasks.core.report import human_bytes
@@ -53,15 +53,6 @@ ENVELOPE_SIZE = 124
 BIG = SandboxFile("GHGAF1", ".bam", size=6_000_000)  # interrupted mid-file
 OTHER = SandboxFile("GHGAF2", "", size=3_000_000)
 BIG_NAME, OTHER_NAME = "GHGAF1.bam.c4gh", "GHGAF2.c4gh"
-
-
-def environment(sandbox: Sandbox) -> dict[str, str]:
-    return {
-        **os.environ,
-        **sandbox.env(),
-        "GHGA_WORK_ORDER_TOKEN": WORK_ORDER_TOKEN,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-    }
 
 
 def start_step(sandbox: Sandbox, output_dir: Path, file_name: str) -> subprocess.Popen[str]:
@@ -82,12 +73,6 @@ def wait_until(done: Callable[[], bool], process: subprocess.Popen[str], what: s
             pytest.fail(f"ended before {what}: {out[-2000:]}{err[-2000:]}")
         assert time.monotonic() < deadline, f"never {what}"
         time.sleep(0.02)
-
-
-def finish(process: subprocess.Popen[str]) -> Run:
-    out, err = process.communicate(timeout=120)
-    lines = [line for line in (out + err).splitlines() if line.strip()]
-    return Run(process.returncode, out + err, lines[-1] if lines else "")
 
 
 def object_size(sandbox: Sandbox, file_id: str) -> int:
@@ -119,6 +104,18 @@ def planned_batch(sandbox: Sandbox, tmp_path: Path, user_keys, **overrides) -> B
     return batch
 
 
+def slowed_batch(
+    sandbox_factory, tmp_path: Path, user_keys, files=(BIG,), **overrides
+) -> tuple[Batch, Path, int]:
+    """A planned batch whose file GHGAF1 the sandbox slows down (0.3 s per request), its
+    ``.part`` and its object size."""
+    sandbox = sandbox_factory(list(files))
+    sandbox.set_faults(BIG.file_id, Faults(delay_seconds=0.3))
+    batch = planned_batch(sandbox, tmp_path, user_keys, **overrides)
+    part = batch.settings.output_dir / f"{BIG_NAME}.part"
+    return batch, part, object_size(sandbox, BIG.file_id)
+
+
 def interrupt_step(batch: Batch, file_name: str, signum: int = signal.SIGINT) -> Run:
     """Start the file's download job (slowed down), stop it with ``signum`` once its
     sidecar records bytes; the job's outcome."""
@@ -147,11 +144,8 @@ def test_sigkill_at_half_the_file_then_the_next_run_fetches_only_what_was_not_re
 ) -> None:
     """SIGKILL: no clean-up runs, so only what the sidecar recorded before the kill counts;
     the next run asks for exactly the rest, and the file decrypts to the archive's bytes."""
-    sandbox = sandbox_factory([BIG])
-    sandbox.set_faults(BIG.file_id, Faults(delay_seconds=0.3))
-    batch = planned_batch(sandbox, tmp_path, user_keys)
-    output, size = batch.settings.output_dir, object_size(sandbox, BIG.file_id)
-    part = output / f"{BIG_NAME}.part"
+    batch, part, size = slowed_batch(sandbox_factory, tmp_path, user_keys)
+    sandbox, output = batch.sandbox, batch.settings.output_dir
     job = start_step(sandbox, output, BIG_NAME)
     wait_until(lambda: kept_bytes(part) >= size // 2, job, "half the file was recorded")
     job.kill()
@@ -180,11 +174,8 @@ def test_signal_keeps_a_resumable_part_only_with_resume_partial(
     """Ctrl-C or SIGTERM (a cluster ending the job): with resume_partial the .part and its
     sidecar stay, every written byte recorded, and the message says so; without, the
     .part goes as before. The next run reuses exactly what was recorded."""
-    sandbox = sandbox_factory([BIG])
-    sandbox.set_faults(BIG.file_id, Faults(delay_seconds=0.3))
-    batch = planned_batch(sandbox, tmp_path, user_keys, resume_partial=resume)
-    output, size = batch.settings.output_dir, object_size(sandbox, BIG.file_id)
-    part = output / f"{BIG_NAME}.part"
+    batch, part, size = slowed_batch(sandbox_factory, tmp_path, user_keys, resume_partial=resume)
+    sandbox, output = batch.sandbox, batch.settings.output_dir
     job = start_step(sandbox, output, BIG_NAME)
     written = (lambda: kept_bytes(part) > 0) if resume else (lambda: _object_bytes_in(part) > 0)
     wait_until(written, job, "bytes were written")
@@ -225,11 +216,8 @@ def test_network_failure_mid_file_keeps_the_part_for_the_next_run(
     """Every connection breaks once some bytes are recorded: the ranges' retries run out
     (exit 1, as without resume), the .part stays with every written byte recorded, and the
     next run fetches only the rest."""
-    sandbox = sandbox_factory([BIG])
-    sandbox.set_faults(BIG.file_id, Faults(delay_seconds=0.3))
-    batch = planned_batch(sandbox, tmp_path, user_keys)
-    output, size = batch.settings.output_dir, object_size(sandbox, BIG.file_id)
-    part = output / f"{BIG_NAME}.part"
+    batch, part, size = slowed_batch(sandbox_factory, tmp_path, user_keys)
+    sandbox, output = batch.sandbox, batch.settings.output_dir
     job = start_step(sandbox, output, BIG_NAME)
     wait_until(lambda: kept_bytes(part) > 0, job, "the sidecar recorded bytes")
     sandbox.set_faults(BIG.file_id, Faults(drop_after_bytes=0))  # every body cut at once
@@ -338,11 +326,8 @@ def _recorded_segment_corrupt(part: Path) -> None:
 def test_sidecar_that_cannot_be_trusted_means_starting_over(
     damage, why, sandbox_factory, user_keys, tmp_path, record_property
 ) -> None:
-    sandbox = sandbox_factory([BIG])
-    sandbox.set_faults(BIG.file_id, Faults(delay_seconds=0.3))
-    batch = planned_batch(sandbox, tmp_path, user_keys)
-    output, size = batch.settings.output_dir, object_size(sandbox, BIG.file_id)
-    part = output / f"{BIG_NAME}.part"
+    batch, part, size = slowed_batch(sandbox_factory, tmp_path, user_keys)
+    sandbox, output = batch.sandbox, batch.settings.output_dir
     assert interrupt_step(batch, BIG_NAME).exit_code == 130
     damage(part)
     run, asked = resumed(batch, BIG_NAME)
@@ -362,10 +347,8 @@ def test_sidecar_of_another_file_means_starting_over(
 ) -> None:
     """Another file's kept .part and sidecar under this file's names (a copy, a rename):
     other file ID and size, so nothing of it is reused."""
-    sandbox = sandbox_factory([BIG, OTHER])
-    sandbox.set_faults(BIG.file_id, Faults(delay_seconds=0.3))
-    batch = planned_batch(sandbox, tmp_path, user_keys)
-    output = batch.settings.output_dir
+    batch, _part, _size = slowed_batch(sandbox_factory, tmp_path, user_keys, (BIG, OTHER))
+    sandbox, output = batch.sandbox, batch.settings.output_dir
     assert interrupt_step(batch, BIG_NAME).exit_code == 130
     big_part, other_part = output / f"{BIG_NAME}.part", output / f"{OTHER_NAME}.part"
     big_part.rename(other_part)
@@ -418,12 +401,10 @@ def test_disk_filling_up_during_a_resumed_download_fails_as_any_full_disk(
 ) -> None:
     """Exit 1 and the usual one line; no final file; the .part stays resumable, and once
     there is room again the next run completes it."""
-    files = [SandboxFile("GHGAF1", ".bam", size=600_000)]
-    sandbox = sandbox_factory(files)
-    sandbox.set_faults("GHGAF1", Faults(delay_seconds=0.3))
-    batch = planned_batch(sandbox, tmp_path, user_keys, output_dir=small_disk,
-                          part_size=16 * 1024)  # fmt: skip
-    part = small_disk / f"{BIG_NAME}.part"
+    fits = SandboxFile(BIG.file_id, BIG.extension, size=600_000)  # on a 1 MiB disk
+    batch, part, _size = slowed_batch(sandbox_factory, tmp_path, user_keys, [fits],
+                                      output_dir=small_disk, part_size=16 * 1024)  # fmt: skip
+    sandbox = batch.sandbox
     assert interrupt_step(batch, BIG_NAME).exit_code == 130
     kept = kept_bytes(part)
     filler = small_disk / "someone-elses-file"
@@ -458,10 +439,4 @@ def _fill_once_grown(part: Path, blocks: int, filler: Path) -> None:
         except FileNotFoundError:
             return
         time.sleep(0.005)
-    try:
-        with filler.open("wb") as stream:
-            while True:
-                stream.write(b"\0" * 4096)
-                stream.flush()
-    except OSError:
-        pass  # full: that was the point
+    _fill_when_exists(part, filler)
