@@ -8,7 +8,7 @@ import itertools
 import json
 import os
 import threading
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -147,8 +147,25 @@ def test_a_part_without_a_sidecar_is_emptied_even_with_resume(tmp_path) -> None:
     os.close(fd)
 
 
+def _sidecar_with(ranges: str) -> bytes:
+    fields = json.dumps({"version": 1, **asdict(IDENTITY)})
+    return f'{fields[:-1]}, "ranges": {ranges}}}'.encode()
+
+
 @pytest.mark.parametrize(
-    "content", [b"", b"{", b"[1, 2]", b'{"version": 1}', json.dumps({"version": 99}).encode()]
+    "content",
+    [
+        b"",  # empty: written by a tool that crashed
+        b"{",  # cut short
+        b"[1, 2]",  # JSON, not an object
+        b'{"version": 1}',  # fields missing
+        json.dumps({"version": 99}).encode(),  # a future format
+        _sidecar_with("[[5, 2]]"),  # a reversed range
+        _sidecar_with("[[-4, 2]]"),  # before the object
+        _sidecar_with("[[0, Infinity]]"),  # not a number a range can hold
+        _sidecar_with('"all"'),  # not a list of pairs
+        b"[" * 100_000,  # nesting deeper than the parser goes
+    ],
 )
 def test_an_unreadable_sidecar_keeps_nothing_and_never_raises(content, tmp_path) -> None:
     part = tmp_path / "F.c4gh.part"

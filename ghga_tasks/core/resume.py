@@ -104,8 +104,13 @@ def read_sidecar(path: Path) -> tuple[PartIdentity, list[ByteRange]]:
         identity = PartIdentity(**record)
     except FileNotFoundError:
         raise UnusableSidecar(f"no {path.name} records which bytes reached the disk") from None
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+    # Whatever a damaged or foreign file provokes: not JSON, other fields, other types,
+    # Infinity (OverflowError), absurd nesting (RecursionError).
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, OverflowError,
+            RecursionError) as error:  # fmt: skip
         raise UnusableSidecar(f"{path.name} is unreadable ({type(error).__name__})") from None
+    if any(not 0 <= r.start < r.stop for r in ranges):
+        raise UnusableSidecar(f"{path.name} records an empty or reversed range")
     return identity, ranges
 
 
