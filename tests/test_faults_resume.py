@@ -38,7 +38,7 @@ from reliability.scenario import (
 from test_faults_local import _fill_when_exists, small_disk  # noqa: F401  (a fixture)
 from test_signals import environment, finish
 
-from ghga_tasks.core import state
+from ghga_tasks.core import report, state
 from ghga_tasks.core.report import human_bytes
 from ghga_tasks.core.resume import kept_bytes, sidecar_path
 from ghga_tasks.core.verify import CIPHER_SEGMENT_SIZE
@@ -228,7 +228,10 @@ def test_network_failure_mid_file_keeps_the_part_for_the_next_run(
     record(record_property, scenario="the network fails mid-file (resume_partial)",
            area=RESUME, run=run, promise=promise)  # fmt: skip
     assert run.exit_code == 1 and "download failed" in run.user_sees, run.output[-3000:]
-    assert f"{BIG_NAME}: {human_bytes(kept)} kept in {part.name}; run again to resume" in run.output
+    note = f"{BIG_NAME}: {human_bytes(kept)} kept in {part.name}; run again to resume"
+    assert note in run.output  # the job's log line
+    report.write_report_after_failure(output)  # what the CLI and the workflow print then:
+    assert f"  {note}" in report.summary_lines(output)  # the failure's own line names no .part
     assert_promise_kept(promise)
     again, asked = resumed(batch, BIG_NAME)
     assert again.exit_code == 0, again.output[-3000:]
@@ -265,7 +268,8 @@ def test_ctrl_c_in_ghga_tasks_download_resume_then_the_same_command_completes(
            area=RESUME, run=run, promise=promise)  # fmt: skip
     assert run.exit_code == 130, run.output[-3000:]
     note = f"{human_bytes(kept)} kept in {part.name}; run again to resume"
-    assert f"  {BIG_NAME}: {note}" in run.output.splitlines()  # the summary's line
+    summary = [line for line in run.output.splitlines() if line.startswith(f"  {BIG_NAME} ")]
+    assert len(summary) == 1 and f"interrupted: {note}" in summary[0], run.output[-3000:]
     assert run.user_sees == f"Interrupted: {note}."
     assert_promise_kept(promise)
     sandbox.clear_faults()

@@ -159,7 +159,9 @@ def summary_lines(output_dir: Path) -> list[str]:
         seconds = _seconds(float(row["seconds"])) if outcome == "downloaded" else ""
         note = f"  {row['error']}" if row["error"] else ""
         lines.append(f"  {row['file_name']:<40} {outcome:<20} {size:>9} {seconds:>8}{note}")
-    lines += [f"  {name}: {kept}" for name, kept in kept_partial_files(output_dir, rows)]
+    errors = {row["file_name"]: row["error"] for row in rows}
+    kept = kept_partial_files(output_dir, rows)
+    lines += [f"  {name}: {note}" for name, note in kept if note not in errors[name]]
     lines.append("  " + ", ".join(f"{count} {outcome}" for outcome, count in counts.items()))
     lines.append(f"Report: {path}")
     return lines
