@@ -29,6 +29,7 @@ from .competitors import (
     base_env,
     write_config,
 )  # fmt: skip
+from .decrypt import d1_decrypt
 from .harness import Context, Entry, Expect, batch_of, expect_files, row_from, run_rounds
 from .measure import Run
 from .results import MIB, Row
@@ -349,4 +350,5 @@ SCENARIOS = {
     "S4": s4_many_small,
     "S5": s5_plan,
     "S6": s6_memory,
+    "D1": d1_decrypt,
 }
