@@ -23,6 +23,7 @@ from . import batch, state
 from .decrypt import decrypt_downloaded
 from .download import DownloadResult
 from .errors import GhgaTasksError, Interrupted
+from .plan import downloads_after, plan_path, read_plan
 from .report import write_report
 from .settings import Settings
 
@@ -48,7 +49,14 @@ def download(settings_file: Path, file_name: str, log_file: Path) -> DownloadRes
     """The ``download_file`` rule: one planned file, logged to ``log_file``."""
     with job_log(log_file):
         settings = state.load_settings(settings_file)
-        return batch.download_one(settings, file_name, opened=_opened(settings, _ghga_env()))
+        opened = _opened(settings, _ghga_env())
+        # The next jobs are this process's too: their metadata overlaps this download.
+        entries = read_plan(plan_path(settings.output_dir))
+        opened.api.fetch_ahead(downloads_after(entries, file_name, FETCH_AHEAD))
+        return batch.download_one(settings, file_name, opened=opened)
+
+
+FETCH_AHEAD = 4  # files whose metadata is fetched while one downloads (core/prefetch.py)
 
 
 def decrypt(settings_file: Path, file_name: str, log_file: Path) -> None:

@@ -250,6 +250,18 @@ def delivered_names(entries: list[PlanEntry], extension: str = "") -> list[str]:
     return [name.removesuffix(extension) for name in names if name.endswith(extension)]
 
 
+def downloads_after(entries: list[PlanEntry], file_name: str, count: int) -> list[str]:
+    """The file IDs of the next ``count`` files to download after ``file_name``, in plan
+    order (the files whose metadata may be fetched ahead while it downloads)."""
+    names = [entry.file_name for entry in entries if entry.to_download]
+    try:
+        start = names.index(file_name) + 1
+    except ValueError:
+        return []
+    by_name = {entry.file_name: entry.file_id for entry in entries}
+    return [by_name[name] for name in names[start : start + count]]
+
+
 def download_ranks(path: Path) -> dict[str, int]:
     """Snakemake priorities in plan order: the first file to download ranks highest.
 
