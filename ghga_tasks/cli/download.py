@@ -21,7 +21,7 @@ from ghga_tasks.core.wps import ENV_DOWNLOAD_TOKEN, download_token_from
 
 from .options import build_settings
 from .progress import ProgressWatcher
-from .workflow import run_workflow
+from .workflow import import_snakemake_in_background, run_workflow
 
 config_file_option = click.option(
     "--config-file",
@@ -165,6 +165,7 @@ def download_batch(
     quiet: bool = False,
 ) -> None:
     """Plan, settle the skip questions (asking where no answer was given), download."""
+    import_snakemake_in_background()  # overlaps the probes below: ~1 s sooner to the bytes
     check_output_dir(settings.output_dir)
     hold_run_lock(settings.output_dir)  # before anything is planned or written
     ensure_download_token(settings)

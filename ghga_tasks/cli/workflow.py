@@ -6,9 +6,11 @@ same rules ``snakemake --cores 1`` runs, so both paths share every guarantee.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+import threading
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,20 @@ def profile_settings(profile: dict[str, Any]) -> dict[str, Any]:
         "keep_going": bool(profile["keep-going"]),
         "rerun_triggers": [str(trigger) for trigger in profile["rerun-triggers"]],
     }
+
+
+def import_snakemake_in_background() -> None:
+    """Start importing Snakemake (1-2 s of CPU) now, while the plan's probes wait on the
+    network and the prompts on the user; ``run_workflow`` then finds it loaded. Python's
+    per-module import locks make the two imports safe; a failure here is met again, and
+    reported, by ``run_workflow``'s own import."""
+    threading.Thread(target=_import_snakemake, name="ghga-tasks-import", daemon=True).start()
+
+
+def _import_snakemake() -> None:
+    with contextlib.suppress(Exception):
+        import snakemake.api
+        import snakemake.settings.types  # noqa: F401
 
 
 def run_workflow(

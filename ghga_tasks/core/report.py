@@ -95,10 +95,12 @@ def write_report_if_files_failed(output_dir: Path, *, since: float) -> None:
 
 
 def files_failed(output_dir: Path) -> FilesFailed | None:
-    """The failures of the files the current plan downloads, in plan order, as one error
-    (None if none failed)."""
-    planned = [e.file_name for e in read_plan(plan_path(output_dir)) if e.to_download]
+    """The failures of the files the current plan downloads (or decrypts), in plan order,
+    as one error (None if none failed)."""
+    entries = read_plan(plan_path(output_dir))
+    planned = [e.file_name for e in entries if e.to_download]
     records = [r for name in planned if (r := state.read_failure(output_dir, name))]
+    records += _decrypt_failures(output_dir, entries)
     if not records:
         return None
     return FilesFailed(
@@ -136,6 +138,8 @@ def _outcome(output_dir: Path, entry: PlanEntry) -> dict[str, Any]:
     if existing is not None and existing.result is not None:
         carried = {k: v for k, v in existing.result.items() if k in REPORT_COLUMNS}
         return {**{k: v for k, v in carried.items() if v is not None}, "outcome": "downloaded"}
+    if existing is not None:  # under the final name, but no longer what was downloaded
+        return {"outcome": "failed", "error": f"{existing.why_not}; delete it and run again"}
     return {"outcome": "failed", "error": "not downloaded: the run stopped before this file"}
 
 
@@ -162,6 +166,9 @@ def summary_lines(output_dir: Path) -> list[str]:
     errors = {row["file_name"]: row["error"] for row in rows}
     kept = kept_partial_files(output_dir, rows)
     lines += [f"  {name}: {note}" for name, note in kept if note not in errors[name]]
+    for failure in _decrypt_failures(output_dir, read_plan(plan_path(output_dir))):
+        counts[DECRYPT_FAILED] = counts.get(DECRYPT_FAILED, 0) + 1
+        lines.append(f"  {failure['file_name']:<40} {DECRYPT_FAILED:<20}  {failure['error']}")
     lines.append("  " + ", ".join(f"{count} {outcome}" for outcome, count in counts.items()))
     lines.append(f"Report: {path}")
     return lines
@@ -190,6 +197,19 @@ def interruption(output_dir: Path) -> Interrupted:
     if kept:
         return Interrupted(kept=f"{len(kept)} partial files kept; run again to resume")
     return Interrupted()
+
+
+DECRYPT_FAILED = "decryption failed"
+
+
+def _decrypt_failures(output_dir: Path, entries: list[PlanEntry]) -> list[dict[str, Any]]:
+    """The last decrypt_file failure of each file the plan delivers, in plan order."""
+    delivered = [entry.file_name for entry in entries if entry.delivered]
+    return [
+        record
+        for name in delivered
+        if (record := state.read_failure(output_dir, name, state.DECRYPT_STEP))
+    ]
 
 
 def _seconds(value: float) -> str:
