@@ -71,6 +71,7 @@ def r1_resume(ctx: Context, sizes: Sizes) -> list[Row]:
         )  # fmt: skip
         with sandbox:
             problem = _killed_then_resumed(ctx, sandbox, big, objects, row)
+    shutil.rmtree(root, ignore_errors=True)  # a GiB of objects must not linger
     if problem:
         row.note = problem
     row.met = row.values[0] <= TARGET if row.values else None
