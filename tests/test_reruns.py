@@ -235,3 +235,28 @@ def test_second_cli_run_beside_a_running_one_is_refused_before_it_writes(
     finally:
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=120)
+
+
+def test_the_cli_runs_again_after_it_was_killed_mid_file(sandbox_factory, project) -> None:
+    """SIGKILL (the OOM killer, a node going down) leaves Snakemake's own lock in the
+    working directory; our run lock already keeps a second run out, so the next run must
+    not trip over the stale one."""
+    sandbox = sandbox_factory(SLOW)
+    sandbox.set_faults("GHGAF1", Faults(delay_seconds=0.3))
+    command = [str(BIN / "ghga-tasks"), "download", "--yes", "--config", "part_size=65536"]
+    first = subprocess.Popen(
+        command, cwd=project, env=environment(sandbox), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for(project / "downloads/GHGAF1.bam.c4gh.part", first)
+    first.kill()
+    first.communicate(timeout=60)
+    sandbox.set_faults("GHGAF1", Faults())
+
+    again = subprocess.run(
+        command, cwd=project, env=environment(sandbox), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (project / "downloads/GHGAF1.bam.c4gh").exists()
+    assert not (project / "downloads/GHGAF1.bam.c4gh.part").exists()

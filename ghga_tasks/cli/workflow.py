@@ -127,7 +127,12 @@ def run_workflow(
             dag = workflow.dag(DAGSettings(targets={target}, rerun_triggers=triggers))
             dag.execute_workflow(
                 execution_settings=ExecutionSettings(
-                    use_threads=profile["use_threads"], keep_going=profile["keep_going"]
+                    use_threads=profile["use_threads"],
+                    keep_going=profile["keep_going"],
+                    # Our run lock on the output directory, held for the whole run, keeps
+                    # a second run out. Snakemake's own lock would only add a stale one to
+                    # trip over after a SIGKILL ("a workflow step failed").
+                    lock=False,
                 ),
                 scheduling_settings=SchedulingSettings(scheduler=profile["scheduler"]),
                 scheduler_settings=GreedySchedulerSettings(),
