@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import shutil
@@ -44,6 +45,7 @@ from .resume import DurableRanges, PartIdentity, kept_note, open_durable, sideca
 from .settings import Settings
 from .transfer import (
     ByteRange,
+    IdleSessions,
     SessionPool,
     TransferPlan,
     UrlSource,
@@ -351,7 +353,9 @@ def write_part(
     checker = FileChecker(
         part.fd, envelope, file_id=file_id, decryptor=decryptor, expected_sha256=expected_sha256
     )
-    sessions = SessionPool(lambda: make_session(retries=settings.range_retries))
+    sessions = SessionPool(
+        lambda: make_session(retries=settings.range_retries), _idle_sessions(settings)
+    )
     durable = part.durable
     plan = TransferPlan(
         connections=settings.connections,
@@ -371,10 +375,18 @@ def write_part(
             os.fsync(part.fd)
     except BaseException as error:
         part.keep_or_remove(error)
+        sessions.close()  # a connection may hold half a response: never reuse it
         raise
-    finally:
-        sessions.close()
+    sessions.close(keep=True)
     return checker.hexdigest()
+
+
+@functools.lru_cache(maxsize=2)
+def _idle_sessions(settings: Settings) -> IdleSessions:
+    """Object-store sessions kept between the files of this process (per settings: their
+    retry policy is built in). Downloads run one at a time, so one file's worth is enough;
+    a batch has one settings, so two caches are plenty (older ones are garbage)."""
+    return IdleSessions(limit=settings.connections)
 
 
 def _keep() -> None:
