@@ -27,8 +27,10 @@ from .report import (
     write_scale_plot,
 )
 from .results import Row
+from .resume import r1_resume
 from .scenarios import ALL_COMPETITORS, FULL, SCENARIOS, SMOKE, SMOKE_COMPETITORS, Sizes
 
+SCENARIOS = {**SCENARIOS, "R1": r1_resume}  # benchmarks/resume.py: resuming a killed file
 log = logging.getLogger("benchmarks")
 
 

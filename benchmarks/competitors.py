@@ -7,6 +7,7 @@ output directory, and runs as its own process tree, so start-up costs count.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 from collections.abc import Callable
@@ -90,6 +91,15 @@ def curl(batch: Batch, workdir: Path) -> Invocation:
     return Invocation(command, base_env({}))
 
 
+def curl_durable(batch: Batch, workdir: Path) -> Invocation:
+    """curl, then an ``fsync`` of every file it wrote (coreutils ``sync FILE...``): what
+    a download must pay before it may say a file survives a crash, as ours does."""
+    written = [str(workdir / "downloads" / name) for name in batch.names]
+    fetch = curl(batch, workdir)
+    script = f"{shlex.join(fetch.command)} && exec sync -- {shlex.join(written)}"
+    return Invocation(["sh", "-c", script], fetch.env)
+
+
 def aria2c(batch: Batch, workdir: Path) -> Invocation:
     """aria2c with ``-x N -s N``: the multi-connection reference (no preallocation)."""
     lines = [f"{url}\n  out={name}\n" for name, url in zip(batch.names, batch.urls, strict=True)]
@@ -157,6 +167,7 @@ def _official_available() -> str:
 
 
 CURL = Competitor("curl", curl, _tool("curl"))
+CURL_DURABLE = Competitor("curl + fsync", curl_durable, _tool("curl"))
 ARIA2C = Competitor("aria2c -x5", aria2c, _tool("aria2c"))
 GHGA_TASKS = Competitor("ghga-tasks download", ghga_tasks_cli, lambda: "")
 SNAKEMAKE = Competitor("snakemake --cores 1", snakemake, lambda: "")

@@ -21,7 +21,7 @@ from .results import MIB, Row
 log = logging.getLogger("benchmarks")
 
 MAX_ARG_STRLEN = 128 * 1024  # Linux's limit for one environment variable
-SANDBOX_ROOTS = ("transfer", "many", "plan", "memory")  # one nginx alias per sandbox
+SANDBOX_ROOTS = ("transfer", "many", "plan", "memory", "wan")  # one nginx alias per sandbox
 
 
 @dataclass

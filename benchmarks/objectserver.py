@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 OUTBOX_LOCATION = "/s3/outbox/"
 
@@ -40,7 +41,7 @@ class ObjectServer:
         """The object base URL for a sandbox (by index in ``roots``) at a rate limit."""
         return f"http://127.0.0.1:{self.ports[limit]}/r{root}"
 
-    def start(self) -> ObjectServer:
+    def start(self) -> Self:
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "nginx.conf"
@@ -64,7 +65,7 @@ class ObjectServer:
                 self._process.wait()
         self._process = None
 
-    def __enter__(self) -> ObjectServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

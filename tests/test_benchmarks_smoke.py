@@ -19,7 +19,9 @@ import requests
 from ghga_tasks.sandbox import Sandbox, SandboxFile
 
 REPO = Path(__file__).resolve().parent.parent
-SCENARIOS = {"S1", "S2", "S3b", "S3", "S4", "S5", "S6", "S8"}
+SCENARIOS = {"S1", "S2", "S3b", "S3", "S4", "S5", "S6", "S7", "D1", "R1", "S8"}
+# The plan alone; decryption alone; resuming with ghga-tasks download --resume.
+WITHOUT_SNAKEMAKE = {"S5", "D1", "R1"}
 # What the benchmark runs besides Python (.ci/run installs them with apt).
 TOOLS = {"nginx": "/usr/sbin/nginx", "curl": "", "aria2c": "", "GNU time": "/usr/bin/time"}
 
@@ -61,8 +63,10 @@ def test_smoke_benchmark_writes_table_and_plot_with_every_scenario(
     assert {row["scenario"] for row in rows} == SCENARIOS
     # The shipped workflow ran, and downloaded every byte, in each scenario it is part of.
     shipped = [row for row in rows if row["competitor"] == "snakemake --cores 1"]
-    assert {row["scenario"] for row in shipped} == SCENARIOS - {"S5"}
+    assert {row["scenario"] for row in shipped} == SCENARIOS - WITHOUT_SNAKEMAKE
     assert all(row["median"] and not row["note"].startswith("failed") for row in shipped), shipped
+    durable = [row for row in rows if row["competitor"] == "curl + fsync"]
+    assert [row["scenario"] for row in durable] == ["S1"] and durable[0]["median"]
     assert (out / "results.png").read_bytes().startswith(b"\x89PNG")
     table = (out / "results.md").read_text()
     assert all(f"| {name} |" in table for name in SCENARIOS)

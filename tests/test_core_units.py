@@ -20,7 +20,15 @@ from ghga_tasks.core.api import DEFAULT_RETRY_AFTER, Staged, Staging, Unavailabl
 from ghga_tasks.core.download import wait_until_staged
 from ghga_tasks.core.envelope import b64, check_envelope, check_writer, decode_envelope_body
 from ghga_tasks.core.errors import ConfigurationError, EnvelopeRejected
-from ghga_tasks.core.plan import PlanEntry, Status, classify, order_entries, read_plan, write_plan
+from ghga_tasks.core.plan import (
+    PlanEntry,
+    Status,
+    classify,
+    delivered_names,
+    order_entries,
+    read_plan,
+    write_plan,
+)
 from ghga_tasks.core.settings import Settings, normalize_config
 from ghga_tasks.core.transfer import MIN_RANGE, split_ranges
 from ghga_tasks.core.work_package import FileSpec
@@ -155,6 +163,30 @@ def test_plan_orders_staged_first_then_shortest_wait() -> None:
         Status.DOWNLOADED,
         Status.UNAVAILABLE,
     ]
+
+
+def test_delivered_names_are_downloads_and_finished_files_in_plan_order() -> None:
+    """What module consumers expand over (ghga_names): never skipped or unavailable files."""
+
+    def entry(file_name: str, status: Status) -> PlanEntry:
+        return PlanEntry("F", "", file_name, status, 0.0, -1, "")
+
+    entries = [
+        entry("F1.bam.c4gh", Status.STAGED),
+        entry("F2.vcf.gz.c4gh", Status.DOWNLOADED),
+        entry("F3.bam.c4gh", Status.UNAVAILABLE),
+        entry("F4.bam.c4gh", Status.PRESENT),
+        entry("F5.bam.c4gh", Status.STAGING),
+        entry("F6.c4gh", Status.DOWNLOADED),
+    ]
+    assert delivered_names(entries) == ["F1.bam", "F2.vcf.gz", "F5.bam", "F6"]
+    assert delivered_names(entries, ".bam") == ["F1", "F5"]
+    assert delivered_names(entries, ".gz") == ["F2.vcf"]
+
+
+def test_decrypted_dir_must_not_be_the_output_dir(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="decrypted_dir: must not be output_dir"):
+        Settings(output_dir=tmp_path / "d", decrypted_dir=tmp_path / "x/../d")
 
 
 def test_plan_file_round_trips(tmp_path: Path) -> None:

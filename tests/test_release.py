@@ -209,3 +209,16 @@ def test_a_progress_poll_looks_at_the_files_that_ended_not_the_whole_batch(
     (tmp_path / names[900]).write_bytes(b"x")  # far out of order: counted at the end
     watcher._poll(everything=True)
     assert watcher._done_count() == 5
+
+
+def test_downloads_ahead_is_downloads_after_without_the_walk(tmp_path: Path) -> None:
+    from ghga_tasks.core.plan import downloads_after, downloads_ahead, read_plan
+
+    names = [f"F{n}.bam.c4gh" for n in range(6)]
+    rows = [*map(entry, names), entry("D.bam.c4gh", Status.DOWNLOADED)]
+    write_plan(rows, tmp_path / "ghga_plan.tsv")
+    entries = read_plan(tmp_path / "ghga_plan.tsv")
+    for name in [*names, "D.bam.c4gh", "other.c4gh"]:
+        expected = downloads_after(entries, name, 4)
+        assert downloads_ahead(tmp_path / "ghga_plan.tsv", name, 4) == expected
+    assert downloads_ahead(tmp_path / "ghga_plan.tsv", names[0], 4) == ["F1", "F2", "F3", "F4"]

@@ -5,8 +5,6 @@ the warning when jobs are not threads. Real Snakemake against the sandbox on loo
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,22 +13,19 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
+from consumer_project import BIN, REPO, consumer, environment, run_consumer, start_consumer
 
 from ghga_tasks.sandbox import Sandbox, SandboxFile
 from ghga_tasks.sandbox.faults import Faults
 
 pytestmark = [pytest.mark.snakemake, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-BATCH = [SandboxFile("GHGAF1", ".bam", size=150_000), SandboxFile("GHGAF2", "", size=60_000)]
+BATCH = [
+    SandboxFile("GHGAF1", ".bam", size=150_000, realistic=True),  # a BAM the consumer reads
+    SandboxFile("GHGAF2", "", size=60_000),
+]
 OBJECTS = "/ga4gh/drs/v1/objects"
 NO_THREADS = "run with --force-use-threads"
-
-
-def environment(sandbox: Sandbox) -> dict[str, str]:
-    return {**os.environ, **sandbox.env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
 
 def snakemake(project: Path, sandbox: Sandbox, *config: str) -> subprocess.CompletedProcess:
@@ -136,32 +131,6 @@ def test_a_typo_in_the_cli_config_file_is_exit_2(sandbox_factory, project) -> No
 # --- ghga-tasks as a module: examples/consumer -------------------------------------------------
 
 
-def consumer(tmp_path: Path, user_keys, name: str, output_dir: Path | None = None) -> Path:
-    """A copy of examples/consumer using this checkout's Snakefile (and, if given, an
-    absolute output directory, so two projects can share it)."""
-    directory = tmp_path / name
-    shutil.copytree(REPO / "examples/consumer", directory)
-    shutil.copy(user_keys.public_key_path, directory / "key.pub")
-    snakefile = directory / "Snakefile"
-    snakefile.write_text(
-        snakefile.read_text().replace('"../../Snakefile"', repr(str(REPO / "Snakefile")))
-    )
-    config = yaml.safe_load((directory / "config.yaml").read_text())
-    config["ghga"].update(part_size=65536, read_timeout=5)
-    if output_dir is not None:
-        config["ghga"]["output_dir"] = str(output_dir)
-    (directory / "config.yaml").write_text(yaml.safe_dump(config))
-    return directory
-
-
-def start_consumer(directory: Path, sandbox: Sandbox, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "--cores", "1", *args],
-        cwd=directory, env=environment(sandbox), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-
 SLOW = [SandboxFile("GHGAF1", ".bam", size=4_000_000)]  # 62 ranges at 0.3 s: ~20 s
 
 
@@ -204,8 +173,8 @@ def test_module_consumer_second_run_into_the_same_directory_is_refused(
     sandbox = sandbox_factory(SLOW)
     sandbox.set_faults("GHGAF1", Faults(delay_seconds=0.3))
     shared = tmp_path / "shared-downloads"
-    first_project = consumer(tmp_path, user_keys, "first", shared)
-    second_project = consumer(tmp_path, user_keys, "second", shared)
+    first_project = consumer(tmp_path, user_keys, "first", output_dir=shared)
+    second_project = consumer(tmp_path, user_keys, "second", output_dir=shared)
     first = start_consumer(first_project, sandbox)
     try:
         wait_for(shared / "GHGAF1.bam.c4gh.part", first)
@@ -231,10 +200,7 @@ def test_module_consumer_warns_exactly_when_jobs_are_not_threads(
     sandbox = sandbox_factory(BATCH[:1])
     directory = consumer(tmp_path, user_keys, "consumer")
     args = () if threads else ("--workflow-profile", "none")
-    run = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "1", *args], cwd=directory,
-        env=environment(sandbox), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    run = run_consumer(directory, sandbox, *args)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (NO_THREADS in run.stderr) is not threads
     assert run.stderr.count(NO_THREADS) <= 1  # once, not once per job
@@ -269,3 +235,28 @@ def test_second_cli_run_beside_a_running_one_is_refused_before_it_writes(
     finally:
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=120)
+
+
+def test_the_cli_runs_again_after_it_was_killed_mid_file(sandbox_factory, project) -> None:
+    """SIGKILL (the OOM killer, a node going down) leaves Snakemake's own lock in the
+    working directory; our run lock already keeps a second run out, so the next run must
+    not trip over the stale one."""
+    sandbox = sandbox_factory(SLOW)
+    sandbox.set_faults("GHGAF1", Faults(delay_seconds=0.3))
+    command = [str(BIN / "ghga-tasks"), "download", "--yes", "--config", "part_size=65536"]
+    first = subprocess.Popen(
+        command, cwd=project, env=environment(sandbox), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for(project / "downloads/GHGAF1.bam.c4gh.part", first)
+    first.kill()
+    first.communicate(timeout=60)
+    sandbox.set_faults("GHGAF1", Faults())
+
+    again = subprocess.run(
+        command, cwd=project, env=environment(sandbox), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (project / "downloads/GHGAF1.bam.c4gh").exists()
+    assert not (project / "downloads/GHGAF1.bam.c4gh.part").exists()

@@ -294,17 +294,24 @@ def test_cancelled_download_job_leaves_no_part_and_rerun_fetches_only_it(
 @pytest.mark.slurm
 @pytest.mark.snakemake
 @pytest.mark.slow
-def test_module_consumer_submits_its_own_rule_while_downloads_stay_local(
+def test_module_consumer_submits_decryption_and_analysis_while_downloads_stay_local(
     slurm, checkout, sandbox_factory
 ):
-    sandbox = sandbox_factory(
-        [SandboxFile("GHGAF1", ".bam", size=80_000), SandboxFile("GONE", ".bam", available=False)]
-    )
+    bams = [SandboxFile(f"GHGAF{n}", ".bam", size=80_000 + n, realistic=True) for n in (1, 2, 3)]
+    sandbox = sandbox_factory([*bams, SandboxFile("GONE", ".bam", available=False)])
     project = checkout / "examples/consumer"
     run_to_end(CONSUMER, project, sandbox)
-    checked = (project / "results/checked_downloads.tsv").read_text().splitlines()
-    assert "GHGAF1.bam.c4gh\tdownloaded\ttrue" in checked
-    assert "GONE.bam.c4gh\tskipped_unavailable\t" in checked
-    # Only the consumer's analysis went to SLURM; ghga_plan_downloads, ghga_download_file
-    # and ghga_report ran on the submit host.
-    assert cluster_jobs(project) == [("rule_check_downloads", "COMPLETED")]
+    summary = pd.read_csv(project / "results/bam_summary.tsv", sep="\t", dtype=str)
+    assert sorted(summary["sample"]) == ["GHGAF1", "GHGAF2", "GHGAF3"]
+    for bam in bams:  # decrypted on a compute node, verified, the archive's bytes
+        decrypted_bam = project / f"decrypted/{bam.file_id}.bam"
+        assert decrypted_bam.read_bytes() == sandbox.plaintext_path(bam.file_id).read_bytes()
+    # Decryption (CPU) and the consumer's analysis went to SLURM; ghga_plan_downloads,
+    # ghga_download_file and ghga_report ran on the submit host.
+    jobs = cluster_jobs(project)
+    assert {state for _, state in jobs} == {"COMPLETED"}
+    rules = sorted(re.sub(r"_wildcards_.*", "", comment) for comment, _ in jobs)
+    assert rules == [
+        "rule_bam_header", "rule_bam_header", "rule_bam_header", "rule_bam_summary",
+        "rule_ghga_decrypt_file", "rule_ghga_decrypt_file", "rule_ghga_decrypt_file",
+    ]  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from ghga_tasks.core import state
@@ -27,3 +28,42 @@ def test_a_failure_record_keeps_the_message_and_exit_code(tmp_path) -> None:
     assert record is not None
     assert record["exit_code"] == NoSpaceLeft.exit_code
     assert "no space left on device" in record["error"]
+
+
+def _finished_download(output_dir, file_name="GHGAF1.bam.c4gh", content=b"encrypted"):
+    path = output_dir / file_name
+    path.write_bytes(content)
+    digest = hashlib.sha256(content).hexdigest()
+    state.record_result(output_dir, file_name, {"bytes": len(content), "sha256": digest,
+                                                "mtime_ns": path.stat().st_mtime_ns})  # fmt: skip
+    return path
+
+
+def test_a_c4gh_removed_after_its_verified_decryption_is_finished_while_the_copy_is_unchanged(
+    tmp_path,
+) -> None:
+    """keep_encrypted: false: the .c4gh is gone, the decrypted copy vouches for the file."""
+    encrypted = _finished_download(tmp_path)
+    copy = tmp_path / "decrypted" / "GHGAF1.bam"
+    copy.parent.mkdir()
+    copy.write_bytes(b"plaintext")
+    state.record_decrypted(tmp_path, encrypted.name, copy, hashlib.sha256(b"plaintext").hexdigest())
+    encrypted.unlink()
+
+    existing = state.existing_file(tmp_path, encrypted.name)
+    assert existing is not None and existing.vouched
+    assert existing.size == len(b"encrypted")  # the download's record, for the report
+
+    copy.write_bytes(b"PLAINTEXT")  # same size, other content: vouches for nothing now
+    assert state.existing_file(tmp_path, encrypted.name) is None
+    copy.unlink()
+    assert state.existing_file(tmp_path, encrypted.name) is None
+
+
+def test_a_decrypted_record_without_the_download_record_vouches_for_nothing(tmp_path) -> None:
+    copy = tmp_path / "GHGAF1.bam"
+    copy.write_bytes(b"plaintext")
+    state.record_decrypted(
+        tmp_path, "GHGAF1.bam.c4gh", copy, hashlib.sha256(b"plaintext").hexdigest()
+    )
+    assert state.existing_file(tmp_path, "GHGAF1.bam.c4gh") is None

@@ -208,32 +208,6 @@ def test_dry_run_before_and_after_and_nothing_to_do_twice(sandbox_factory, workd
     assert "Nothing to be done" in again.stderr + again.stdout
 
 
-def test_example_module_consumer_runs_end_to_end(sandbox_factory, workdir):
-    sandbox = sandbox_factory([*BATCH[:1], SandboxFile("GONE", ".bam", available=False)])
-    project = workdir / "consumer"
-    shutil.copytree(REPO / "examples/consumer", project)
-    shutil.copy(workdir / "key.pub", project / "key.pub")
-    # The example points at ../../Snakefile; here it points at this checkout's.
-    snakefile = project / "Snakefile"
-    snakefile.write_text(
-        snakefile.read_text().replace('"../../Snakefile"', repr(str(REPO / "Snakefile")))
-    )
-    env = {**os.environ, **sandbox.env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    run = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "1"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "run with --force-use-threads" not in run.stderr  # its profile keeps jobs threads
-    checked = (project / "results/checked_downloads.tsv").read_text().splitlines()
-    assert "GHGAF1.bam.c4gh\tdownloaded\ttrue" in checked
-    assert "GONE.bam.c4gh\tskipped_unavailable\t" in checked
-
-
 def test_without_threads_each_download_is_its_own_snakemake_process_and_we_say_so(
     sandbox_factory, workdir, user_keys
 ):

@@ -28,7 +28,8 @@ EXIT_CODES = {
     4: "staging did not finish within `max_wait_time`",
     5: "integrity check failed (size, envelope, checksum)",
     6: "your public key is not the one the work package was made for",
-    INTERRUPTED: "interrupted (Ctrl-C); no partial file is kept",
+    INTERRUPTED: "interrupted (Ctrl-C); no partial file is kept, unless `resume_partial` keeps "
+    "one to resume",
 }
 
 
@@ -91,8 +92,9 @@ class ErrorHandlingGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (KeyboardInterrupt, Interrupted):  # one message for every interruption
-            click.echo("Interrupted: no partial file was kept.", err=True)
+        except (KeyboardInterrupt, Interrupted) as error:  # one message for every interruption
+            detail = error.detail if isinstance(error, Interrupted) else Interrupted().detail
+            click.echo(f"Interrupted: {detail}.", err=True)
             ctx.exit(INTERRUPTED)
         except GhgaTasksError as error:
             if ctx.obj and ctx.obj.get("verbose"):

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from ghga_tasks.core import batch, report, shutdown, state
-from ghga_tasks.core.errors import Cancelled, Interrupted, WorkflowFailed
+from ghga_tasks.core.errors import Cancelled, WorkflowFailed
 from ghga_tasks.core.locks import check_output_dir, hold_run_lock
 from ghga_tasks.core.plan import SKIP_HEADINGS, PlanEntry, Status, bytes_needed
 from ghga_tasks.core.report import human_bytes
@@ -21,7 +21,7 @@ from ghga_tasks.core.wps import ENV_DOWNLOAD_TOKEN, download_token_from
 
 from .options import build_settings
 from .progress import ProgressWatcher
-from .workflow import run_workflow
+from .workflow import import_snakemake_in_background, run_workflow
 
 config_file_option = click.option(
     "--config-file",
@@ -117,6 +117,12 @@ def show_report(output_dir: Path) -> None:
 @click.option("--skip-unavailable", is_flag=True, help="Skip files that can't be downloaded.")
 @click.option("--yes", "-y", is_flag=True, help="Answer both questions with 'skip'.")
 @click.option(
+    "--resume",
+    is_flag=True,
+    help="Keep an interrupted file's .part and continue it on the next run "
+    "(config key resume_partial).",
+)
+@click.option(
     "--cores", default=1, show_default=True, help="Snakemake cores (downloads stay one at a time)."
 )
 @config_file_option
@@ -128,13 +134,16 @@ def download(
     skip_downloaded: bool,
     skip_unavailable: bool,
     yes: bool,
+    resume: bool,
     cores: int,
     config_file: Path | None,
     config_values: tuple[str, ...],
 ) -> None:
     """Plan the batch, ask about existing and unavailable files, then download the rest
     with the Snakemake workflow (one file at a time, several connections each)."""
-    settings = build_settings(config_file, config_values, output_dir=output_dir)
+    settings = build_settings(
+        config_file, config_values, output_dir=output_dir, resume_partial=resume or None
+    )
     download_batch(
         settings,
         skip_downloaded=skip_downloaded or yes or settings.skip_downloaded,
@@ -156,6 +165,7 @@ def download_batch(
     quiet: bool = False,
 ) -> None:
     """Plan, settle the skip questions (asking where no answer was given), download."""
+    import_snakemake_in_background()  # overlaps the probes below: ~1 s sooner to the bytes
     check_output_dir(settings.output_dir)
     hold_run_lock(settings.output_dir)  # before anything is planned or written
     ensure_download_token(settings)
@@ -191,7 +201,7 @@ def _run_and_report(
         report.write_report_after_failure(settings.output_dir)
         show_report(settings.output_dir)
         if shutdown.REQUESTED.is_set():  # Ctrl-C or SIGTERM, whatever else failed meanwhile
-            raise Interrupted() from None
+            raise report.interruption(settings.output_dir) from None
         raise report.files_failed(settings.output_dir) or failed from None
     show_report(settings.output_dir)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from ghga_tasks.core import batch, report, shutdown, state
+from ghga_tasks.core.decrypt import decrypt_downloaded
 from ghga_tasks.core.settings import Settings
 
 
@@ -31,6 +32,15 @@ def step(ctx: click.Context) -> None:
         ctx.call_on_close(functools.partial(signal.signal, signum, previous))
 
 
+settings_file_option = click.option(
+    "--settings",
+    "settings_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The settings file the plan step wrote.",
+)
+
+
 @step.command("plan")
 @click.option(
     "--settings",
@@ -44,13 +54,7 @@ def plan_step(settings_json: str) -> None:
 
 
 @step.command("download")
-@click.option(
-    "--settings",
-    "settings_file",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The settings file the plan step wrote.",
-)
+@settings_file_option
 @click.option(
     "--gate",
     default="",
@@ -60,6 +64,14 @@ def plan_step(settings_json: str) -> None:
 def download_step(settings_file: Path, gate: str, file_name: str) -> None:
     """Download one planned file (FILE_NAME as in ghga_plan.tsv)."""
     batch.download_one(state.load_settings(settings_file), file_name, gate=gate)
+
+
+@step.command("decrypt")
+@settings_file_option
+@click.argument("file_name")
+def decrypt_step(settings_file: Path, file_name: str) -> None:
+    """Decrypt one downloaded file (FILE_NAME as in ghga_plan.tsv) to decrypted_dir."""
+    decrypt_downloaded(state.load_settings(settings_file), file_name)
 
 
 @step.command("report")

@@ -6,9 +6,11 @@ same rules ``snakemake --cores 1`` runs, so both paths share every guarantee.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+import threading
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,20 @@ def profile_settings(profile: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def import_snakemake_in_background() -> None:
+    """Start importing Snakemake (1-2 s of CPU) now, while the plan's probes wait on the
+    network and the prompts on the user; ``run_workflow`` then finds it loaded. Python's
+    per-module import locks make the two imports safe; a failure here is met again, and
+    reported, by ``run_workflow``'s own import."""
+    threading.Thread(target=_import_snakemake, name="ghga-tasks-import", daemon=True).start()
+
+
+def _import_snakemake() -> None:
+    with contextlib.suppress(Exception):
+        import snakemake.api
+        import snakemake.settings.types  # noqa: F401
+
+
 def run_workflow(
     settings: Settings, *, cores: int, verbose: bool, workdir: Path | None = None
 ) -> None:
@@ -111,7 +127,12 @@ def run_workflow(
             dag = workflow.dag(DAGSettings(targets={target}, rerun_triggers=triggers))
             dag.execute_workflow(
                 execution_settings=ExecutionSettings(
-                    use_threads=profile["use_threads"], keep_going=profile["keep_going"]
+                    use_threads=profile["use_threads"],
+                    keep_going=profile["keep_going"],
+                    # Our run lock on the output directory, held for the whole run, keeps
+                    # a second run out. Snakemake's own lock would only add a stale one to
+                    # trip over after a SIGKILL ("a workflow step failed").
+                    lock=False,
                 ),
                 scheduling_settings=SchedulingSettings(scheduler=profile["scheduler"]),
                 scheduler_settings=GreedySchedulerSettings(),

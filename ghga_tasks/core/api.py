@@ -13,7 +13,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -26,6 +26,7 @@ from urllib3.util.retry import Retry
 
 from .envelope import check_envelope, decode_envelope_body
 from .errors import ApiError, AuthorizationError, ConfigurationError, Unreachable
+from .prefetch import Ahead
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +289,16 @@ class DownloadApi:
         self.session = session or make_session()
         self._token_for = token_for or (lambda _file_id: None)
         self.timeout = timeout
+        self._ahead = Ahead(self._fetch_ahead, lambda probe: isinstance(probe, Staged))
+
+    def fetch_ahead(self, file_ids: Sequence[str]) -> None:
+        """Fetch these files' DRS objects and envelopes in the background, for the
+        downloads to come (metadata pipelining, ``prefetch``)."""
+        self._ahead.request(file_ids)
+
+    def _fetch_ahead(self, file_id: str) -> tuple[ProbeResult, bytes | None]:
+        probe = self._probe(file_id)
+        return probe, self._envelope(file_id) if isinstance(probe, Staged) else None
 
     def _get(self, path: str, file_id: str) -> requests.Response:
         url = f"{self.base_url}{path}"
@@ -310,7 +321,11 @@ class DownloadApi:
         return response
 
     def probe_object(self, file_id: str) -> ProbeResult:
-        """``GET /objects/{id}``: staged, still staging, or not there. Triggers staging."""
+        """``GET /objects/{id}``: staged, still staging, or not there. Triggers staging.
+        A fresh answer fetched ahead is used once instead."""
+        return self._ahead.probe(file_id) or self._probe(file_id)
+
+    def _probe(self, file_id: str) -> ProbeResult:
         response = self._get(f"/objects/{file_id}", file_id)
         match response.status_code:
             case 200:
@@ -361,7 +376,11 @@ class DownloadApi:
 
     def fetch_envelope(self, file_id: str) -> bytes:
         """``GET /objects/{id}/envelopes``: the 124-byte header, checked to be well-formed
-        (who wrote it is the caller's question: ``envelope.check_writer``)."""
+        (who wrote it is the caller's question: ``envelope.check_writer``). One fetched
+        ahead is used once instead."""
+        return self._ahead.envelope(file_id) or self._envelope(file_id)
+
+    def _envelope(self, file_id: str) -> bytes:
         response = self._get(f"/objects/{file_id}/envelopes", file_id)
         if response.status_code != 200:
             raise ApiError(

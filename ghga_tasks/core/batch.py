@@ -30,8 +30,10 @@ from .plan import (
     planned_entries,
     write_plan,
 )
+from .report import human_bytes
+from .resume import kept_note
 from .settings import Settings
-from .work_package import FileSpec, WorkPackage, work_package_from_env
+from .work_package import PART_SUFFIX, FileSpec, WorkPackage, work_package_from_env
 from .wps import WpsWorkPackage, work_order_download_api, work_package_from_wps
 
 log = logging.getLogger(__name__)
@@ -111,8 +113,10 @@ def download_one(
         state.record_failure(settings.output_dir, file_name, error)
         raise
     except KeyboardInterrupt:  # a stop request: the summary names the file interrupted
-        state.record_failure(settings.output_dir, file_name, Interrupted())
-        raise
+        part = settings.output_dir / (file_name + PART_SUFFIX)
+        interrupted = Interrupted(kept=kept_note(part, human_bytes))
+        state.record_failure(settings.output_dir, file_name, interrupted)
+        raise interrupted from None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -21,12 +21,15 @@ from typing import BinaryIO
 import pandas as pd
 from crypt4gh import lib
 
-from .errors import IntegrityError, OutputExists
+from . import shutdown, state
+from .errors import GhgaTasksError, IntegrityError, Interrupted, OutputExists
 from .plan import PLAN_FILE
 from .report import REPORT_FILE
+from .settings import Settings
 from .state import file_sha256
 from .tokens import read_private_key
 from .work_package import C4GH_SUFFIX, PART_SUFFIX
+from .wps import private_key_for_tokens
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,51 @@ class DecryptResult:
 def load_private_key(path: Path, ask_passphrase: Callable[[], str]) -> bytes:
     """Read a Crypt4GH private key; ``ask_passphrase`` is only called for a locked key."""
     return read_private_key(path, ask_passphrase, setting="private key")
+
+
+def decrypt_downloaded(
+    settings: Settings, file_name: str, environ: Mapping[str, str] | None = None
+) -> DecryptResult:
+    """The workflow's ``decrypt_file`` job: ``<output_dir>/<file_name>`` (a finished
+    download) to ``<decrypted_dir>/<name>``, checked against the archive's checksum the
+    download recorded, and vouched for in the state records (see ``state``). A failure
+    is recorded for the summary."""
+    state.clear_failure(settings.output_dir, file_name, state.DECRYPT_STEP)
+    try:
+        return _decrypt_downloaded(settings, file_name, environ)
+    except GhgaTasksError as error:
+        state.record_failure(settings.output_dir, file_name, error, state.DECRYPT_STEP)
+        raise
+    except KeyboardInterrupt:
+        state.record_failure(settings.output_dir, file_name, Interrupted(), state.DECRYPT_STEP)
+        raise
+
+
+def _decrypt_downloaded(
+    settings: Settings, file_name: str, environ: Mapping[str, str] | None
+) -> DecryptResult:
+    record = state.read_result(settings.output_dir, file_name) or {}
+    expected = record.get("content_sha256") or None
+    if expected is None and not settings.keep_encrypted:
+        raise IntegrityError(
+            file_id=file_name,
+            problem="no archive checksum to verify the decrypted file against, so the "
+            ".c4gh must stay: set keep_encrypted: true",
+        )
+    if expected is None:
+        log.warning("%s: no archive checksum known; decrypting without verifying", file_name)
+    key = private_key_for_tokens(settings, os.environ if environ is None else environ)
+    settings.decrypted_dir.mkdir(parents=True, exist_ok=True)
+    result = decrypt_file(
+        settings.output_dir / file_name, settings.decrypted_dir, key, expected, overwrite=True
+    )
+    state.record_decrypted(settings.output_dir, file_name, result.output, result.sha256)
+    log.info("%s: decrypted to %s (%s)", file_name, result.output, _verdict(result))
+    return result
+
+
+def _verdict(result: DecryptResult) -> str:
+    return "verified against the archive's SHA-256" if result.verified else "not verified"
 
 
 def known_checksums(input_dir: Path) -> dict[str, str]:
@@ -77,6 +125,8 @@ def decrypt_file(
     try:
         with source.open("rb") as infile, part.open("wb") as outfile:
             digest = _decrypt_stream(infile, outfile, private_key, source)
+            outfile.flush()
+            os.fsync(outfile.fileno())  # durable before it gets the final name
         if expected_sha256 and digest != expected_sha256:
             raise IntegrityError(
                 file_id=source.name,
@@ -119,6 +169,7 @@ class _HashingWriter:
         self.digest = hashlib.sha256()
 
     def write(self, data: bytes) -> int:
+        shutdown.check()  # a thread of Snakemake sees Ctrl-C only this way
         self.digest.update(data)
         return self.stream.write(data)
 

@@ -4,7 +4,9 @@ The promise: a file named ``<file_id><ext>.c4gh`` is always complete (envelope p
 byte of the object, size-checked, and with ``verify: true`` decrypted and compared with
 the archive's SHA-256). Anything else ends with the ``.part`` deleted and an error raised:
 a failed range, a full disk, a corrupt byte, Ctrl-C or SIGTERM (the CLI turns SIGTERM
-into an exception, so the same cleanup runs).
+into an exception, so the same cleanup runs). With ``resume_partial`` the ``.part`` is kept
+instead, when its sidecar records durable bytes a later run can reuse (``resume``); a
+corrupt byte still deletes it.
 
 An existing final file is never replaced: the checked ``.part`` is *linked* into place,
 which fails rather than replaces if a file appeared meanwhile.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import shutil
@@ -37,9 +40,19 @@ from .errors import (
     StagingTimeout,
 )
 from .locks import is_current, open_locked_part, remove_if_current
+from .report import human_bytes
+from .resume import DurableRanges, PartIdentity, kept_note, open_durable, sidecar_path
 from .settings import Settings
-from .transfer import SessionPool, TransferPlan, UrlSource, download_ranges, pwrite_all
-from .verify import FileChecker, SegmentDecryptor, check_key_pair, session_key
+from .transfer import (
+    ByteRange,
+    IdleSessions,
+    SessionPool,
+    TransferPlan,
+    UrlSource,
+    download_ranges,
+    pwrite_all,
+)
+from .verify import FileChecker, SegmentDecryptor, check_key_pair, segment_opens, session_key
 from .work_package import FileSpec, WorkPackage
 from .wps import private_key_for_tokens
 
@@ -64,6 +77,7 @@ class DownloadResult:
     finished_at: float  # wall clock when the file got its final name
     envelope_writer_key: str = ""  # base64 of the key GHGA wrote the envelope with
     mtime_ns: int = 0  # of the final file when it got its name: the state record's check
+    reused_bytes: int = 0  # object bytes taken from a resumed .part instead of fetched
 
 
 @dataclass(frozen=True)
@@ -151,18 +165,23 @@ def download_file(
         file_id=spec.file_id,
     )
     key = session_key(envelope, private_key, file_id=spec.file_id) if private_key else None
+    identity = PartIdentity(
+        spec.file_id, staged.size, staged.sha256 or "", b64(work_package.user_public_key),
+        b64(writer), len(envelope),
+    )  # fmt: skip
     started = time.monotonic()
-    sha256 = _transfer(target, envelope, staged, api, settings, file_id=spec.file_id, key=key)
+    sha256, reused = _transfer(target, envelope, staged, api, settings, identity=identity, key=key)
     seconds = time.monotonic() - started
     size = len(envelope) + staged.size
     log.info(
-        "%s: downloaded %d bytes in %.1f s (%.1f MB/s) to %s%s",
-        spec.file_id, size, seconds, size / max(seconds, 1e-6) / 1e6, target.final,
+        "%s: downloaded %d bytes in %.1f s (%.1f MB/s) to %s%s%s",
+        spec.file_id, size, seconds, (size - reused) / max(seconds, 1e-6) / 1e6, target.final,
+        f", {reused} of them reused from the .part" if reused else "",
         ", decrypted and verified" if key else "",
     )  # fmt: skip
     return DownloadResult(
         spec.file_id, spec.file_name, size, sha256, seconds, waited, staged.sha256,
-        started_at, time.time(), b64(writer), target.final.stat().st_mtime_ns,
+        started_at, time.time(), b64(writer), target.final.stat().st_mtime_ns, reused,
     )  # fmt: skip
 
 
@@ -173,20 +192,25 @@ def _transfer(
     api: DownloadApi,
     settings: Settings,
     *,
-    file_id: str,
+    identity: PartIdentity,
     key: bytes | None,
-) -> str:
-    """Envelope + object into the locked ``.part``, checked, then the final name."""
+) -> tuple[str, int]:
+    """Envelope + object into the locked ``.part``, checked, then the final name; return
+    the file's SHA-256 and how many object bytes a resumed ``.part`` already held."""
+    file_id = identity.file_id
     urls = UrlSource(staged.url, renew=lambda: _fresh_url(api, file_id))
     size = len(envelope) + staged.size
-    with PartFile(target) as part:
-        ensure_free_space(target.part.parent, size)
+    with PartFile(target, resumable=settings.resume_partial) as part:
+        durable = part.resume(identity, key) if settings.resume_partial else None
+        reused = durable.reused if durable else 0
+        ensure_free_space(target.part.parent, size - reused)
         sha256 = write_part(
             part, envelope, staged.size, urls, settings,
             file_id=file_id, session_key=key, expected_sha256=staged.sha256,
         )  # fmt: skip
+        part.forget_resume()  # complete: from here on the .part is never kept
         finalize_part(part, expected_size=size, file_id=file_id)
-    return sha256
+    return sha256, reused
 
 
 def _fresh_url(api: DownloadApi, file_id: str) -> str:
@@ -220,17 +244,23 @@ class PartFile:
     """The locked ``.part`` of one target, open for the whole download.
 
     On leaving with an error (Ctrl-C and SIGTERM included) the ``.part`` is deleted,
-    unless it is no longer ours; the lock goes when the descriptor is closed.
+    unless it is no longer ours, or it is ``resumable`` and its sidecar records bytes a
+    later run can reuse; the lock goes when the descriptor is closed.
     """
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, *, resumable: bool = False) -> None:
         self.target = target
         self.fd = -1
+        self.resumable = resumable  # a .part left by an earlier run is not emptied at open
+        self.durable: DurableRanges | None = None
+        self._settled = False  # kept or removed after a failure: decided once
 
     def __enter__(self) -> PartFile:
         with local_errors(self.target.part):
             self.target.part.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = open_locked_part(self.target.part)
+            self.fd = open_locked_part(self.target.part, truncate=not self.resumable)
+            if not self.resumable:  # left by an earlier run with resume_partial: stale now
+                sidecar_path(self.target.part).unlink(missing_ok=True)
         return self
 
     def __exit__(
@@ -240,11 +270,51 @@ class PartFile:
         traceback: TracebackType | None,
     ) -> None:
         if exc is not None:
-            self.remove()
+            self.keep_or_remove(exc)
         os.close(self.fd)
 
+    def resume(self, identity: PartIdentity, key: bytes | None) -> DurableRanges:
+        """The ranges an earlier run recorded, when its sidecar matches (with ``key``, a
+        recorded segment must decrypt too); otherwise the ``.part`` starts empty."""
+
+        def opens_with_key(ranges: list[ByteRange]) -> str:
+            if key is None or segment_opens(self.fd, identity.envelope_size, ranges, key):
+                return ""
+            return "its bytes do not decrypt with the file's key (the object was re-encrypted)"
+
+        with local_errors(self.target.part):
+            self.durable = open_durable(self.fd, self.target.part, identity, opens_with_key)
+        if self.durable.reused:
+            log.info(
+                "%s: resuming %s: %d of %d bytes reused, fetching the rest",
+                identity.file_id, self.target.part.name, self.durable.reused,
+                identity.object_size,
+            )  # fmt: skip
+        return self.durable
+
+    def forget_resume(self) -> None:
+        """The ``.part`` is complete: its sidecar goes, and a failure now removes it."""
+        if self.durable is not None:
+            self.durable.discard()
+            self.durable = None
+
+    def keep_or_remove(self, error: BaseException) -> None:
+        """After a failure: keep a resumable ``.part`` with its last bytes recorded, or
+        delete it (always after a corrupt byte: those bytes must not be reused)."""
+        if self._settled:
+            return
+        self._settled = True
+        durable = None if isinstance(error, IntegrityError) else self.durable
+        if durable is not None and durable.record_at_stop():
+            log.warning("%s: %s", self.target.final.name, kept_note(self.target.part, human_bytes))
+            return
+        self.remove()
+
     def remove(self) -> None:
-        """Delete the ``.part`` now (idempotent); writers may still finish into it."""
+        """Delete the ``.part`` and its sidecar now (idempotent); writers may still finish
+        into it."""
+        if is_current(self.fd, self.target.part):
+            sidecar_path(self.target.part).unlink(missing_ok=True)
         remove_if_current(self.fd, self.target.part)
 
 
@@ -277,12 +347,16 @@ def write_part(
     With ``session_key`` the content is decrypted while it arrives and compared with
     ``expected_sha256``. On any failure the ``.part`` is removed at once, before the
     connections are wound down, so even a SIGKILL during that wait leaves none behind.
+    A resumable ``.part`` is decided on after that wait, once its last bytes are written.
     """
     decryptor = SegmentDecryptor(session_key, file_id=file_id) if session_key else None
     checker = FileChecker(
         part.fd, envelope, file_id=file_id, decryptor=decryptor, expected_sha256=expected_sha256
     )
-    sessions = SessionPool(lambda: make_session(retries=settings.range_retries))
+    sessions = SessionPool(
+        lambda: make_session(retries=settings.range_retries), _idle_sessions(settings)
+    )
+    durable = part.durable
     plan = TransferPlan(
         connections=settings.connections,
         part_size=settings.part_size,
@@ -295,15 +369,28 @@ def write_part(
             download_ranges(
                 file_id=file_id, fd=part.fd, offset=len(envelope), size=size, urls=urls,
                 sessions=sessions, plan=plan, on_bytes=_ProgressLog(file_id, size).add,
-                follower=checker, on_failure=part.remove,
+                follower=checker, on_failure=part.remove if durable is None else _keep,
+                checkpoints=durable,
             )  # fmt: skip
             os.fsync(part.fd)
-    except BaseException:
-        part.remove()
+    except BaseException as error:
+        part.keep_or_remove(error)
+        sessions.close()  # a connection may hold half a response: never reuse it
         raise
-    finally:
-        sessions.close()
+    sessions.close(keep=True)
     return checker.hexdigest()
+
+
+@functools.lru_cache(maxsize=2)
+def _idle_sessions(settings: Settings) -> IdleSessions:
+    """Object-store sessions kept between the files of this process (per settings: their
+    retry policy is built in). Downloads run one at a time, so one file's worth is enough;
+    a batch has one settings, so two caches are plenty (older ones are garbage)."""
+    return IdleSessions(limit=settings.connections)
+
+
+def _keep() -> None:
+    """A resumable ``.part`` stays while the connections wind down."""
 
 
 def finalize_part(part: PartFile, *, expected_size: int, file_id: str) -> None:

@@ -17,7 +17,7 @@
     ├── TransferError                   exit 1   the object store did not deliver the bytes
     ├── FilesFailed                     exit 1*  some files failed, the others downloaded
     ├── WorkflowFailed                  exit 1   Snakemake stopped; the job's log says why
-    └── Interrupted                     exit 130 Ctrl-C or SIGTERM stopped a download thread
+    └── Interrupted                     exit 130 Ctrl-C or SIGTERM stopped a download
 
     * the failed files' own exit code when they all share one (4: all timed out, ...)
 
@@ -190,13 +190,15 @@ class WorkflowFailed(GhgaTasksError):
 
 
 class Interrupted(GhgaTasksError):
-    """A stop request (Ctrl-C, SIGTERM) ended a download running in a thread.
+    """A stop request (Ctrl-C, SIGTERM) ended a download.
 
-    Raised instead of ``KeyboardInterrupt`` there: Snakemake ignores a job thread's
-    ``KeyboardInterrupt`` and would wait for that job forever.
+    Raised instead of ``KeyboardInterrupt`` by a download job: Snakemake ignores a job
+    thread's ``KeyboardInterrupt`` and would wait for that job forever. ``kept`` says which
+    partial file stays for the next run to resume (``resume_partial``), if any.
     """
 
     exit_code = 130
 
-    def __init__(self) -> None:
-        super().__init__("interrupted: no partial file was kept")
+    def __init__(self, *, kept: str = "") -> None:
+        self.detail = kept or "no partial file was kept"
+        super().__init__(f"interrupted: {self.detail}")

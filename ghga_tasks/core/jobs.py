@@ -15,12 +15,15 @@ import functools
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from . import batch, state
+from .decrypt import decrypt_downloaded
 from .download import DownloadResult
 from .errors import GhgaTasksError, Interrupted
+from .plan import downloads_ahead, plan_path
 from .report import write_report
 from .settings import Settings
 
@@ -47,9 +50,20 @@ def download(settings_file: Path, file_name: str, log_file: Path, gate: str = ""
     release marker it waited for, see ``release``)."""
     with job_log(log_file):
         settings = state.load_settings(settings_file)
-        return batch.download_one(
-            settings, file_name, opened=_opened(settings, _ghga_env()), gate=gate
-        )
+        opened = _opened(settings, _ghga_env())
+        # The next jobs are this process's too: their metadata overlaps this download.
+        plan = plan_path(settings.output_dir)
+        opened.api.fetch_ahead(downloads_ahead(plan, file_name, FETCH_AHEAD))
+        return batch.download_one(settings, file_name, opened=opened, gate=gate)
+
+
+FETCH_AHEAD = 4  # files whose metadata is fetched while one downloads (core/prefetch.py)
+
+
+def decrypt(settings_file: Path, file_name: str, log_file: Path) -> None:
+    """The ``decrypt_file`` rule: one downloaded file to ``decrypted_dir``, verified."""
+    with job_log(log_file, one_thread=True):
+        decrypt_downloaded(state.load_settings(settings_file), file_name)
 
 
 @functools.lru_cache(maxsize=4)
@@ -64,21 +78,27 @@ def _ghga_env() -> tuple[tuple[str, str], ...]:
 
 
 @contextlib.contextmanager
-def job_log(path: Path) -> Iterator[None]:
+def job_log(path: Path, *, one_thread: bool = False) -> Iterator[None]:
     """Our log lines go to the job's log file (not Snakemake's output) while it runs.
 
-    Downloads never run two at a time, so one handler on the ``ghga_tasks`` logger
-    catches exactly this job's lines, its connection threads' included.
+    Downloads never run two at a time, so a download's handler on the ``ghga_tasks``
+    logger takes every line (its connection threads' included) except those of jobs that
+    keep to ``one_thread`` (decryptions, which may run beside it): those take only their
+    own thread's lines.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, mode="w")
     handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
-    before = log.level, log.propagate
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
+    thread = threading.get_ident()
+    if one_thread:
+        _one_thread_jobs.add(thread)
+        handler.addFilter(lambda record: record.thread == thread)
+    else:
+        handler.addFilter(lambda record: record.thread not in _one_thread_jobs)
     try:
-        yield
+        with _jobs_logging():
+            log.addHandler(handler)
+            yield
     except GhgaTasksError as error:
         log.error("Error: %s", error)
         # Snakemake prints the message with the traceback: ours says nothing to a user.
@@ -90,5 +110,37 @@ def job_log(path: Path) -> Iterator[None]:
     finally:
         log.removeHandler(handler)
         handler.close()
-        log.setLevel(before[0])
-        log.propagate = before[1]
+        _one_thread_jobs.discard(thread)
+
+
+_one_thread_jobs: set[int] = set()
+
+
+class _JobsLogging:
+    """While any job runs, INFO lines go to the job logs only, not to Snakemake's output;
+    the logger is put back as it was when the last running job ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._before = (logging.NOTSET, True)
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._running == 0:
+                self._before = log.level, log.propagate
+                log.setLevel(logging.INFO)
+                log.propagate = False
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+                if self._running == 0:
+                    log.setLevel(self._before[0])
+                    log.propagate = self._before[1]
+
+
+_jobs_logging = _JobsLogging()

@@ -77,8 +77,9 @@ def hold_run_lock(output_dir: Path) -> None:
     # ``fd`` stays open on purpose until the process exits (see the design notes).
 
 
-def open_locked_part(part: Path) -> int:
-    """Open ``part`` for writing, exclusively ``flock``-ed and truncated; return the fd."""
+def open_locked_part(part: Path, *, truncate: bool = True) -> int:
+    """Open ``part`` for writing, exclusively ``flock``-ed and truncated (unless the caller
+    resumes it: ``resume_partial``); return the fd."""
     for _attempt in range(3):
         fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -93,7 +94,8 @@ def open_locked_part(part: Path) -> int:
                 "(perhaps one left running by a killed run)",
             ) from None
         if is_current(fd, part):
-            os.ftruncate(fd, 0)  # a .part left by a killed run is replaced, not resumed
+            if truncate:
+                os.ftruncate(fd, 0)  # a .part left by a killed run is replaced, not resumed
             return fd
         os.close(fd)  # the previous holder renamed or removed it after our open
     raise OutputLocked(path=str(part), holder="the file keeps being replaced by another job")

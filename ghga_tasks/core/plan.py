@@ -31,7 +31,7 @@ from pathlib import Path
 from . import state
 from .api import DownloadApi, ProbeResult, Staged, Staging, Unavailable
 from .errors import ApiError, AuthorizationError, Cancelled, ConfigurationError
-from .work_package import FileSpec, dotted_extension, validate_file_id
+from .work_package import C4GH_SUFFIX, FileSpec, dotted_extension, validate_file_id
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,11 @@ class PlanEntry:
     @property
     def to_download(self) -> bool:
         return self.status in (Status.STAGED, Status.STAGING)
+
+    @property
+    def delivered(self) -> bool:
+        """The run hands this file over: it downloads it, or it was finished before."""
+        return self.to_download or self.status == Status.DOWNLOADED
 
 
 PLAN_COLUMNS = [name for name in PlanEntry.__dataclass_fields__]
@@ -243,6 +248,45 @@ def planned_entries(path: Path) -> dict[str, PlanEntry]:
 @functools.lru_cache(maxsize=4)
 def _by_name(path: str, inode: int, mtime_ns: int, size: int) -> dict[str, PlanEntry]:
     return {e.file_name: e for e in _parse_plan(path, inode, mtime_ns, size)}
+
+
+def delivered_names(entries: list[PlanEntry], extension: str = "") -> list[str]:
+    """What a run delivers, in plan order, as decrypted names (``GHGAF1.bam`` for
+    ``GHGAF1.bam.c4gh``): the files it downloads and those finished before. Skipped and
+    unavailable files are not among them (the report says why). With ``extension``, only
+    names that end with it, given without it (``GHGAF1``), ready for ``expand``."""
+    names = [entry.file_name.removesuffix(C4GH_SUFFIX) for entry in entries if entry.delivered]
+    if not extension:
+        return names
+    return [name.removesuffix(extension) for name in names if name.endswith(extension)]
+
+
+def downloads_after(entries: list[PlanEntry], file_name: str, count: int) -> list[str]:
+    """The file IDs of the next ``count`` files to download after ``file_name``, in plan
+    order (the files whose metadata may be fetched ahead while it downloads)."""
+    names = [entry.file_name for entry in entries if entry.to_download]
+    try:
+        start = names.index(file_name) + 1
+    except ValueError:
+        return []
+    by_name = {entry.file_name: entry.file_id for entry in entries}
+    return [by_name[name] for name in names[start : start + count]]
+
+
+def downloads_ahead(path: Path, file_name: str, count: int) -> list[str]:
+    """:func:`downloads_after` for the plan file, with its order built once per version of
+    the plan: every download job asks, and a walk over the batch per file grew with it."""
+    file_ids, position = _download_order(*_version(path))
+    index = position.get(file_name)
+    return [] if index is None else list(file_ids[index + 1 : index + 1 + count])
+
+
+@functools.lru_cache(maxsize=4)
+def _download_order(
+    path: str, inode: int, mtime_ns: int, size: int
+) -> tuple[tuple[str, ...], dict[str, int]]:
+    entries = [e for e in _parse_plan(path, inode, mtime_ns, size) if e.to_download]
+    return tuple(e.file_id for e in entries), {e.file_name: i for i, e in enumerate(entries)}
 
 
 def download_ranks(path: Path) -> dict[str, int]:

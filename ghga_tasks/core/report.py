@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from . import state
 from .errors import FilesFailed, Interrupted
 from .plan import PlanEntry, Status, plan_path, read_plan
+from .resume import kept_note
+from .work_package import PART_SUFFIX
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,6 +35,7 @@ REPORT_COLUMNS = [
     "finished_at",
     "envelope_writer_key",
     "error",
+    "reused_bytes",  # of a file resumed from its .part (resume_partial): not fetched again
 ]
 
 
@@ -92,10 +95,12 @@ def write_report_if_files_failed(output_dir: Path, *, since: float) -> None:
 
 
 def files_failed(output_dir: Path) -> FilesFailed | None:
-    """The failures of the files the current plan downloads, in plan order, as one error
-    (None if none failed)."""
-    planned = [e.file_name for e in read_plan(plan_path(output_dir)) if e.to_download]
+    """The failures of the files the current plan downloads (or decrypts), in plan order,
+    as one error (None if none failed)."""
+    entries = read_plan(plan_path(output_dir))
+    planned = [e.file_name for e in entries if e.to_download]
     records = [r for name in planned if (r := state.read_failure(output_dir, name))]
+    records += _decrypt_failures(output_dir, entries)
     if not records:
         return None
     return FilesFailed(
@@ -111,6 +116,7 @@ def _report_row(output_dir: Path, entry: PlanEntry) -> dict[str, Any]:
         bytes=0,
         seconds=0.0,
         waited_seconds=0.0,
+        reused_bytes=0,
         content_sha256=entry.sha256,
     )
     row.update(_outcome(output_dir, entry))
@@ -132,6 +138,8 @@ def _outcome(output_dir: Path, entry: PlanEntry) -> dict[str, Any]:
     if existing is not None and existing.result is not None:
         carried = {k: v for k, v in existing.result.items() if k in REPORT_COLUMNS}
         return {**{k: v for k, v in carried.items() if v is not None}, "outcome": "downloaded"}
+    if existing is not None:  # under the final name, but no longer what was downloaded
+        return {"outcome": "failed", "error": f"{existing.why_not}; delete it and run again"}
     return {"outcome": "failed", "error": "not downloaded: the run stopped before this file"}
 
 
@@ -155,9 +163,53 @@ def summary_lines(output_dir: Path) -> list[str]:
         seconds = _seconds(float(row["seconds"])) if outcome == "downloaded" else ""
         note = f"  {row['error']}" if row["error"] else ""
         lines.append(f"  {row['file_name']:<40} {outcome:<20} {size:>9} {seconds:>8}{note}")
+    errors = {row["file_name"]: row["error"] for row in rows}
+    kept = kept_partial_files(output_dir, rows)
+    lines += [f"  {name}: {note}" for name, note in kept if note not in errors[name]]
+    for failure in _decrypt_failures(output_dir, read_plan(plan_path(output_dir))):
+        counts[DECRYPT_FAILED] = counts.get(DECRYPT_FAILED, 0) + 1
+        lines.append(f"  {failure['file_name']:<40} {DECRYPT_FAILED:<20}  {failure['error']}")
     lines.append("  " + ", ".join(f"{count} {outcome}" for outcome, count in counts.items()))
     lines.append(f"Report: {path}")
     return lines
+
+
+def kept_partial_files(
+    output_dir: Path, rows: list[dict[str, str]] | None = None
+) -> list[tuple[str, str]]:
+    """Files of the report not downloaded whose ``.part`` stays for the next run to resume
+    (``resume_partial``), each with a line saying how much of it is kept."""
+    if rows is None:
+        if not report_path(output_dir).exists():
+            return []
+        with report_path(output_dir).open(newline="") as stream:
+            rows = list(csv.DictReader(stream, delimiter="\t"))
+    names = [row["file_name"] for row in rows if row["outcome"] == "failed"]
+    notes = [(name, kept_note(output_dir / (name + PART_SUFFIX), human_bytes)) for name in names]
+    return [(name, note) for name, note in notes if note]
+
+
+def interruption(output_dir: Path) -> Interrupted:
+    """The error of a run stopped by Ctrl-C or SIGTERM, naming the partial files kept."""
+    kept = kept_partial_files(output_dir)
+    if len(kept) == 1:
+        return Interrupted(kept=kept[0][1])
+    if kept:
+        return Interrupted(kept=f"{len(kept)} partial files kept; run again to resume")
+    return Interrupted()
+
+
+DECRYPT_FAILED = "decryption failed"
+
+
+def _decrypt_failures(output_dir: Path, entries: list[PlanEntry]) -> list[dict[str, Any]]:
+    """The last decrypt_file failure of each file the plan delivers, in plan order."""
+    delivered = [entry.file_name for entry in entries if entry.delivered]
+    return [
+        record
+        for name in delivered
+        if (record := state.read_failure(output_dir, name, state.DECRYPT_STEP))
+    ]
 
 
 def _seconds(value: float) -> str:

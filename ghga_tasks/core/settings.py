@@ -55,6 +55,15 @@ class Settings:
     # Decrypt each file while it downloads (user_private_key) and compare the plaintext
     # SHA-256 with the archive's checksum; a mismatch deletes the .part (exit 5).
     verify: bool = False
+    # Keep an interrupted file's .part, with a sidecar recording which byte ranges are on
+    # disk for good (fdatasync'ed), and continue it on the next run. False: a stale .part is
+    # replaced, the whole file fetched again.
+    resume_partial: bool = False
+    # Where the decrypt_file rule writes <name> for <output_dir>/<name>.c4gh; only used when
+    # a rule (yours, or a target on the command line) asks for decrypted files.
+    decrypted_dir: Path = Path("decrypted")
+    # False: a .c4gh is a temporary file, removed once its decrypted file is verified.
+    keep_encrypted: bool = True
     # Plain-http URLs for a host other than loopback are refused unless this is true:
     # tokens and presigned URLs would cross the network readable by anyone on the way.
     allow_http: bool = False
@@ -67,6 +76,12 @@ class Settings:
             problem = _bound_problem(getattr(self, spec.name), spec.metadata)
             if problem:
                 raise ConfigurationError(setting=spec.name, problem=problem)
+        if self.decrypted_dir.resolve() == self.output_dir.resolve():
+            raise ConfigurationError(
+                setting="decrypted_dir",
+                problem="must not be output_dir: decrypted files would mix with downloads "
+                "(for example decrypted_dir: decrypted)",
+            )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, source: str = "") -> Settings:

@@ -3,6 +3,8 @@
     settings.json              the settings the plan step resolved; download jobs use them
     results/<file_name>.json   one per file ghga-tasks completed: size, SHA-256, mtime, ...
     failures/<file_name>.json  one per file whose last attempt failed: message, exit code
+    failures/decrypt/...       the same for decrypt_file jobs
+    decrypted/<file_name>.json one per verified decrypted copy: its path, size, SHA-256
 
 A result record is how ghga-tasks vouches for a file: it wrote it, and the file still has
 the size and modification time the record holds. Then it is a finished download, whatever
@@ -35,6 +37,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 STATE_DIR = ".ghga_tasks"
+DOWNLOAD_STEP, DECRYPT_STEP = "download", "decrypt"  # the jobs that record failures
 SETTINGS_FILE = "settings.json"
 HASH_READ_SIZE = 4 * 1024 * 1024
 
@@ -47,8 +50,14 @@ def result_path(output_dir: Path, file_name: str) -> Path:
     return output_dir / STATE_DIR / "results" / f"{file_name}.json"
 
 
-def failure_path(output_dir: Path, file_name: str) -> Path:
-    return output_dir / STATE_DIR / "failures" / f"{file_name}.json"
+def decrypted_path(output_dir: Path, file_name: str) -> Path:
+    return output_dir / STATE_DIR / "decrypted" / f"{file_name}.json"
+
+
+def failure_path(output_dir: Path, file_name: str, step: str = DOWNLOAD_STEP) -> Path:
+    """Why the last ``step`` ("download" or "decrypt") of ``file_name`` failed."""
+    failures = output_dir / STATE_DIR / "failures"
+    return (failures if step == DOWNLOAD_STEP else failures / step) / f"{file_name}.json"
 
 
 def save_settings(settings: Settings) -> None:
@@ -67,8 +76,14 @@ def record_result(output_dir: Path, file_name: str, result: dict[str, Any]) -> N
     _write_json(result_path(output_dir, file_name), result)
 
 
-def record_failure(output_dir: Path, file_name: str, error: GhgaTasksError) -> None:
-    """Keep why a download failed, for the report and the CLI's exit code.
+def read_result(output_dir: Path, file_name: str) -> dict[str, Any] | None:
+    return _read_json(result_path(output_dir, file_name))
+
+
+def record_failure(
+    output_dir: Path, file_name: str, error: GhgaTasksError, step: str = DOWNLOAD_STEP
+) -> None:
+    """Keep why a download (or decryption) failed, for the report and the exit code.
 
     Not a declared Snakemake output: Snakemake deletes those when a job fails. Best
     effort: when the record cannot be written (the disk that just filled up), the
@@ -76,7 +91,7 @@ def record_failure(output_dir: Path, file_name: str, error: GhgaTasksError) -> N
     the file was not downloaded.
     """
     record = {"file_name": file_name, "exit_code": error.exit_code, "error": str(error)}
-    path = failure_path(output_dir, file_name)
+    path = failure_path(output_dir, file_name, step)
     try:
         _write_json(path, record)
     except OSError as write_error:
@@ -85,17 +100,14 @@ def record_failure(output_dir: Path, file_name: str, error: GhgaTasksError) -> N
             path.with_name(path.name + ".tmp").unlink(missing_ok=True)
 
 
-def clear_failure(output_dir: Path, file_name: str) -> None:
-    failure_path(output_dir, file_name).unlink(missing_ok=True)
+def clear_failure(output_dir: Path, file_name: str, step: str = DOWNLOAD_STEP) -> None:
+    failure_path(output_dir, file_name, step).unlink(missing_ok=True)
 
 
-def read_failure(output_dir: Path, file_name: str) -> dict[str, Any] | None:
-    return _read_json(failure_path(output_dir, file_name))
-
-
-def read_result(output_dir: Path, file_name: str) -> dict[str, Any] | None:
-    """The file's result record as written, whether or not it still vouches for the file."""
-    return _read_json(result_path(output_dir, file_name))
+def read_failure(
+    output_dir: Path, file_name: str, step: str = DOWNLOAD_STEP
+) -> dict[str, Any] | None:
+    return _read_json(failure_path(output_dir, file_name, step))
 
 
 @dataclass(frozen=True)
@@ -113,39 +125,80 @@ class Existing:
 
 def existing_file(output_dir: Path, file_name: str) -> Existing | None:
     """What is under ``file_name`` now (None: nothing), and whether its record vouches for
-    it. The file is read only when its time no longer matches the record's."""
+    it. The file is read only when its time no longer matches the record's.
+
+    A ``.c4gh`` removed after its decryption was verified (``keep_encrypted: false``)
+    still counts as finished while its decrypted copy is unchanged."""
     path = output_dir / file_name
     try:
         stat = path.stat()
     except FileNotFoundError:
-        return None
-    record = _read_json(result_path(output_dir, file_name))
+        return _finished_as_decrypted(output_dir, file_name)
+    record_file = result_path(output_dir, file_name)
+    record = _read_json(record_file)
     if record is None:
         return Existing(stat.st_size, None, "not written by ghga-tasks")
+    why_not = _vouch(path, stat, record, record_file)
+    return Existing(stat.st_size, None if why_not else record, why_not)
+
+
+def record_decrypted(output_dir: Path, file_name: str, decrypted: Path, sha256: str) -> None:
+    """Vouch for the verified decrypted copy of ``file_name`` (see ``existing_file``)."""
+    stat = decrypted.stat()
+    # Relative to output_dir: the record still holds when the project directory moves.
+    path = os.path.relpath(decrypted.resolve(), output_dir.resolve())
+    record = {"path": path, "bytes": stat.st_size, "sha256": sha256}
+    _write_json(decrypted_path(output_dir, file_name), {**record, "mtime_ns": stat.st_mtime_ns})
+
+
+def _finished_as_decrypted(output_dir: Path, file_name: str) -> Existing | None:
+    result = read_result(output_dir, file_name)
+    record_file = decrypted_path(output_dir, file_name)
+    decrypted = _read_json(record_file)
+    if result is None or decrypted is None:
+        return None
+    try:
+        path = output_dir / decrypted["path"]
+        stat = path.stat()
+    except (OSError, KeyError, TypeError):
+        return None
+    if _vouch(path, stat, decrypted, record_file):
+        return None
+    return Existing(int(result.get("bytes", 0)), result)
+
+
+def _vouch(path: Path, stat: os.stat_result, record: dict[str, Any], record_file: Path) -> str:
+    """Whether ``record`` still vouches for the file at ``path``: "" if so, else why not.
+    A record whose time is stale is checked by content and sealed with the time now."""
     if record.get("bytes") != stat.st_size:
-        return Existing(stat.st_size, None, "changed since ghga-tasks wrote it (size)")
+        return "changed since ghga-tasks wrote it (size)"
     if record.get("mtime_ns") == stat.st_mtime_ns and record.get("sealed"):
-        return Existing(stat.st_size, record)
+        return ""
     if file_sha256(path) != record.get("sha256"):
-        return Existing(stat.st_size, None, "changed since ghga-tasks wrote it (content)")
-    record_result(output_dir, file_name, {**record, "mtime_ns": stat.st_mtime_ns, "sealed": True})
-    return Existing(stat.st_size, record)
+        return "changed since ghga-tasks wrote it (content)"
+    _write_json(record_file, {**record, "mtime_ns": stat.st_mtime_ns, "sealed": True})
+    return ""
 
 
 def seal_result(output_dir: Path, file_name: str) -> None:
-    """Take the file's time as it is now into its record, if the size still matches (the
-    report step, right after the downloads: see the module's notes)."""
-    record = _read_json(result_path(output_dir, file_name))
+    """Take the times on disk now into the file's records, if the sizes still match (the
+    report step, right after the downloads and decryptions: see the module's notes)."""
+    _seal(output_dir / file_name, result_path(output_dir, file_name))
+    decrypted = _read_json(decrypted_path(output_dir, file_name))
+    if decrypted is not None and isinstance(decrypted.get("path"), str):
+        _seal(output_dir / decrypted["path"], decrypted_path(output_dir, file_name))
+
+
+def _seal(path: Path, record_file: Path) -> None:
+    record = _read_json(record_file)
     if record is None or record.get("sealed"):
         return
     try:
-        stat = (output_dir / file_name).stat()
+        stat = path.stat()
     except FileNotFoundError:
         return
     if record.get("bytes") == stat.st_size:
-        record_result(
-            output_dir, file_name, {**record, "mtime_ns": stat.st_mtime_ns, "sealed": True}
-        )
+        _write_json(record_file, {**record, "mtime_ns": stat.st_mtime_ns, "sealed": True})
 
 
 def file_sha256(path: Path) -> str:

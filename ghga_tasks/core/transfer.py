@@ -20,6 +20,10 @@ Design notes:
   order while the download goes on, so checking costs no second pass over the file.
 - Stopping is prompt: on failure or a signal every range stops at its next chunk, and
   connections blocked in a read are shut down instead of waiting for the read timeout.
+- Resuming a ``.part`` (``resume_partial``): :class:`Checkpoints` names the ranges already on
+  disk for good; they count as written from the start (the follower reads them back from
+  disk like any other), only the gaps between them are fetched, and every written chunk is
+  reported so the checkpoints can make it durable in batches (``resume``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import Protocol
 
 import requests
 
@@ -119,13 +124,18 @@ class Prefix:
     incomplete one. Followers wait on it to read the file in order.
     """
 
-    def __init__(self, ranges: list[ByteRange], stop: threading.Event) -> None:
+    def __init__(
+        self, ranges: list[ByteRange], stop: threading.Event, done: list[bool] | None = None
+    ) -> None:
         self._ranges = ranges
-        self._done = [0] * len(ranges)
+        # Ranges marked done were on disk before this download started (a resumed .part).
+        self._done = [len(r) if done and done[i] else 0 for i, r in enumerate(ranges)]
         self._first_open = 0  # index of the first incomplete range
+        self._touched: set[int] = set()  # ranges written to since the last take_written()
         self._stop = stop
         self._changed = threading.Condition()
         self.size = ranges[-1].stop if ranges else 0
+        self._advance()
 
     @property
     def value(self) -> int:
@@ -141,13 +151,28 @@ class Prefix:
         """Range ``index`` has ``count`` more bytes on disk (written in order)."""
         with self._changed:
             self._done[index] += count
+            self._touched.add(index)
             if index != self._first_open:
                 return
-            while self._first_open < len(self._ranges) and self._done[self._first_open] == len(
-                self._ranges[self._first_open]
-            ):
-                self._first_open += 1
+            self._advance()
             self._changed.notify_all()
+
+    def _advance(self) -> None:
+        while self._first_open < len(self._ranges) and self._done[self._first_open] == len(
+            self._ranges[self._first_open]
+        ):
+            self._first_open += 1
+
+    def take_written(self) -> list[ByteRange]:
+        """The written head of every range written to since the last call (a range's
+        head covers all its bytes on disk): what is new, without a walk over every range
+        of a huge object."""
+        with self._changed:
+            touched, self._touched = self._touched, set()
+            return [
+                ByteRange(self._ranges[i].start, self._ranges[i].start + self._done[i])
+                for i in sorted(touched)
+            ]
 
     def wake(self) -> None:
         """Wake waiting followers (after ``stop`` was set)."""
@@ -229,6 +254,22 @@ class TransferPlan:
     retries: int  # failures one range may have before the file fails
 
 
+class Checkpoints(Protocol):
+    """Makes written bytes durable and records them, for a later run to resume from
+    (``resume.DurableRanges``)."""
+
+    @property
+    def recorded(self) -> list[ByteRange]:
+        """Ranges of the object already on disk for good, sorted: not fetched again."""
+        ...
+
+    def attach(self, prefix: Prefix) -> None:
+        """The download's :class:`Prefix`, which knows every byte written so far."""
+
+    def written(self, count: int) -> None:
+        """``count`` more bytes were written (from any connection's thread)."""
+
+
 @dataclass(frozen=True)
 class Transfer:
     """What every connection of one file's download shares."""
@@ -243,6 +284,7 @@ class Transfer:
     prefix: Prefix
     live: LiveResponses
     on_bytes: Callable[[int], None]
+    checkpoints: Checkpoints | None = None
 
 
 @dataclass
@@ -320,6 +362,8 @@ def _write_chunk(job: RangeJob, chunk: bytes) -> None:
     job.done += len(chunk)
     transfer.prefix.add(job.index, len(chunk))
     transfer.on_bytes(len(chunk))
+    if transfer.checkpoints is not None:
+        transfer.checkpoints.written(len(chunk))
 
 
 def describe(error: Exception) -> str:
@@ -372,10 +416,17 @@ def _bytes_to_skip(response: requests.Response, todo: ByteRange, object_size: in
 
 
 class SessionPool:
-    """One ``requests.Session`` per worker thread: sessions are not thread-safe."""
+    """One ``requests.Session`` per worker thread: sessions are not thread-safe.
 
-    def __init__(self, factory: Callable[[], requests.Session]) -> None:
-        self._factory = factory
+    With ``idle``, sessions come from there and go back when the file is done
+    (``close(keep=True)``): the next file of this process reuses their kept-alive
+    connections instead of opening new ones (one round trip each, more with TLS).
+    """
+
+    def __init__(
+        self, factory: Callable[[], requests.Session], idle: IdleSessions | None = None
+    ) -> None:
+        self._factory, self._idle = factory, idle
         self._local = threading.local()
         self._all: list[requests.Session] = []
         self._lock = threading.Lock()
@@ -383,16 +434,65 @@ class SessionPool:
     def get(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._factory()
+            session = (self._idle and self._idle.take()) or self._factory()
             self._local.session = session
             with self._lock:
                 self._all.append(session)
         return session
 
-    def close(self) -> None:
+    def close(self, *, keep: bool = False) -> None:
+        """Close every session, or with ``keep`` (a file that completed: no response is
+        left half-read) hand them back to ``idle``."""
         with self._lock:
-            for session in self._all:
+            sessions, self._all = self._all, []
+        for session in sessions:
+            if not (keep and self._idle and self._idle.put(session)):
                 session.close()
+
+
+class IdleSessions:
+    """Sessions between files, at most ``limit`` (the rest are closed)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> requests.Session | None:
+        with self._lock:
+            return self._sessions.pop() if self._sessions else None
+
+    def put(self, session: requests.Session) -> bool:
+        """Keep ``session`` for the next file; False when there is no room."""
+        with self._lock:
+            if len(self._sessions) >= self._limit:
+                return False
+            self._sessions.append(session)
+            return True
+
+
+def ranges_around(
+    size: int, recorded: list[ByteRange], *, connections: int, part_size: int
+) -> tuple[list[ByteRange], list[bool]]:
+    """The object as sorted, adjoining ranges, and which of them are ``recorded`` (done).
+
+    Without recorded ranges these are :func:`split_ranges`'. Otherwise each gap between
+    recorded ranges is cut into pieces of up to ``part_size``: the connections share the
+    pieces of all gaps, front to back.
+    """
+    if not recorded:
+        ranges = split_ranges(size, connections=connections, part_size=part_size)
+        return ranges, [False] * len(ranges)
+    ranges, done, position = [], [], 0
+    for kept in [*recorded, ByteRange(size, size)]:
+        for piece in split_ranges(kept.start - position, connections=1, part_size=part_size):
+            ranges.append(ByteRange(position + piece.start, position + piece.stop))
+            done.append(False)
+        if len(kept):
+            ranges.append(kept)
+            done.append(True)
+        position = kept.stop
+    return ranges, done
 
 
 Follower = Callable[[Prefix], None]
@@ -410,6 +510,7 @@ def download_ranges(
     on_bytes: Callable[[int], None] = lambda _n: None,
     follower: Follower | None = None,
     on_failure: Callable[[], None] = lambda: None,
+    checkpoints: Checkpoints | None = None,
 ) -> None:
     """Fill ``fd[offset:offset+size]`` with the object, over ``plan.connections`` connections.
 
@@ -417,30 +518,40 @@ def download_ranges(
     its exception fails the download like a range's. ``on_failure`` runs as soon as the
     download is known to fail, *before* waiting for the connections to wind down, so a
     caller can remove its partial file even if the process is killed while waiting.
+    ``checkpoints``: ranges already on disk are not fetched; written bytes are reported.
     """
     stop, live = threading.Event(), LiveResponses()
-    ranges = split_ranges(size, connections=plan.connections, part_size=plan.part_size)
-    prefix = Prefix(ranges, stop)
-
-    transfer = Transfer(file_id, fd, offset, size, urls, plan, stop, prefix, live, on_bytes)
+    recorded = checkpoints.recorded if checkpoints is not None else []
+    ranges, done = ranges_around(
+        size, recorded, connections=plan.connections, part_size=plan.part_size
+    )
+    prefix = Prefix(ranges, stop, done)
+    if checkpoints is not None:
+        checkpoints.attach(prefix)
+    transfer = Transfer(
+        file_id, fd, offset, size, urls, plan, stop, prefix, live, on_bytes, checkpoints
+    )
+    todo = [(index, r) for index, r in enumerate(ranges) if not done[index]]
 
     def run(index: int, byte_range: ByteRange) -> None:
         fetch_range(RangeJob(transfer, index, byte_range, sessions.get()))
 
-    if len(ranges) == 1:
-        # A small object: starting threads would cost more than the transfer (benchmark
-        # S4). The range, then the follower over the complete file, in this thread.
+    if len(todo) <= 1:
+        # A small object (or one range left): starting threads would cost more than the
+        # transfer (benchmark S4). The range, then the follower over the complete file,
+        # in this thread.
         try:
-            run(0, ranges[0])
+            for index, byte_range in todo:
+                run(index, byte_range)
             if follower is not None:
                 follower(prefix)
         except BaseException:
             on_failure()
             raise
         return
-    workers = min(plan.connections, len(ranges)) + (1 if follower else 0)
+    workers = min(plan.connections, len(todo)) + (1 if follower else 0)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="range") as pool:
-        futures = [pool.submit(run, i, r) for i, r in enumerate(ranges)]
+        futures = [pool.submit(run, index, r) for index, r in todo]
         if follower is not None:
             futures.append(pool.submit(follower, prefix))
         try:

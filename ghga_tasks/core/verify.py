@@ -28,7 +28,7 @@ import struct
 from crypt4gh import sodium
 
 from .errors import ConfigurationError, IntegrityError
-from .transfer import Prefix
+from .transfer import ByteRange, Prefix
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,22 @@ def check_key_pair(private_key: bytes, public_key: bytes) -> None:
         raise ConfigurationError(
             setting="user_private_key", problem="is not the private key of user_public_key"
         )
+
+
+def segment_opens(fd: int, offset: int, ranges: list[ByteRange], key: bytes) -> bool:
+    """Whether the first whole cipher segment in ``ranges`` (object bytes at ``offset`` in
+    ``fd``) decrypts with ``key``: bytes kept from a re-encrypted object do not. True when
+    no whole segment lies in them; the check of the whole file still follows."""
+    for byte_range in ranges:
+        start = -(-byte_range.start // CIPHER_SEGMENT_SIZE) * CIPHER_SEGMENT_SIZE
+        if start + CIPHER_SEGMENT_SIZE <= byte_range.stop:
+            segment = os.pread(fd, CIPHER_SEGMENT_SIZE, offset + start)
+            try:
+                sodium.chacha20poly1305_decrypt(bytearray(SEGMENT_SIZE), segment, key)
+            except ValueError:
+                return False
+            return True
+    return True
 
 
 class SegmentDecryptor:

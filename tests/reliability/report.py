@@ -30,10 +30,11 @@ SUITE = [
     "tests/test_faults_local.py",
     "tests/test_faults_security.py",
     "tests/test_signals.py",
+    "tests/test_faults_resume.py",
     "tests/test_properties.py",
 ]
 COMMAND = "python tests/reliability/report.py"
-AREAS = ["object store", "Download API", "local machine", "signals", "security"]
+AREAS = ["object store", "Download API", "local machine", "signals", "security", "resume"]
 COUNTED = ("stray_part_files", "corrupt_final_files", "secrets_in_logs")
 _NOISE = [
     (re.compile(r"/tmp/pytest-of-[^/\s]+/pytest-\d+/[^/\s]+/"), "…/"),

@@ -28,6 +28,7 @@ from crypt4gh import lib
 from ghga_tasks.cli import main
 from ghga_tasks.core import state
 from ghga_tasks.core.plan import plan_path, read_plan
+from ghga_tasks.core.resume import SIDECAR_SUFFIX, kept_bytes
 from ghga_tasks.core.settings import Settings
 from ghga_tasks.core.work_package import FileSpec, typed_extension
 from ghga_tasks.sandbox import Sandbox
@@ -174,10 +175,13 @@ def check_promise(
     texts: Sequence[str],
     *,
     ignore: set[str] = frozenset(),  # type: ignore[assignment]
+    resume_partial: bool = False,
 ) -> Promise:
     """Count stray ``.part`` files, corrupt final files and leaked secrets; ``ignore``
-    names files that are the user's own, not downloads."""
-    parts = list(output_dir.glob("*.part")) if output_dir.exists() else []
+    names files that are the user's own, not downloads. With ``resume_partial`` a
+    ``.part`` whose sidecar records bytes to resume is kept on purpose, not stray; a
+    sidecar is stray without its ``.part``, or without ``resume_partial``."""
+    parts = _stray_parts(output_dir, resume_partial) if output_dir.exists() else []
     finals = [p for p in output_dir.glob("*.c4gh") if p.name not in ignore]
     file_ids = {
         FileSpec(spec.file_id, typed_extension(spec.extension)).file_name: (spec.file_id)
@@ -192,6 +196,14 @@ def check_promise(
     secrets = secrets_of(sandbox, secret_key)
     leaks = sum(text.count(secret) for text in logs for secret in secrets)
     return Promise(len(parts), corrupt, leaks, len(finals))
+
+
+def _stray_parts(output_dir: Path, resume_partial: bool) -> list[Path]:
+    parts = list(output_dir.glob("*.part"))
+    stray = [part for part in parts if not (resume_partial and kept_bytes(part))]
+    sidecars = output_dir.glob(f"*.part{SIDECAR_SUFFIX}")
+    stray += [s for s in sidecars if not resume_partial or s.with_suffix("") not in parts]
+    return stray
 
 
 def _log_files(output_dir: Path) -> list[str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ghga_tasks.core import jobs, release, state
 from ghga_tasks.core.locks import check_output_dir
-from ghga_tasks.core.plan import download_ranks, plan_path, read_plan
+from ghga_tasks.core.plan import delivered_names, download_ranks, plan_path, read_plan
 from ghga_tasks.core.settings import Settings, check_known_keys, normalize_config
 from ghga_tasks.snakemake_support import limit_resource, start_of_run
 
@@ -28,6 +28,7 @@ check_output_dir(SETTINGS.output_dir)
 OUTPUT_DIR = str(SETTINGS.output_dir)
 STATE_DIR = f"{OUTPUT_DIR}/{state.STATE_DIR}"
 LOG_DIR = f"{OUTPUT_DIR}/logs"
+DECRYPTED_DIR = str(SETTINGS.decrypted_dir)
 
 
 def downloads_run_locally() -> bool:
@@ -49,12 +50,48 @@ def planned_plan(wildcards=None):
 
 
 def planned_downloads(wildcards):
-    """Every file the plan says to download, as <output_dir>/<file_name> targets."""
+    """What the batch (the report) waits for: every file the plan says to download, as
+    <output_dir>/<file_name>; with keep_encrypted: false, every delivered file decrypted
+    (its .c4gh is a temporary file then)."""
+    if not SETTINGS.keep_encrypted:
+        return ghga_files("decrypted")(wildcards)
     return [
         f"{OUTPUT_DIR}/{entry.file_name}"
         for entry in read_plan(Path(planned_plan()))
         if entry.to_download
     ]
+
+
+# --- for your own rules (docs/downstream.md) -------------------------------------------
+
+
+def ghga_names(extension=""):
+    """The work package's files this run delivers (downloaded now or before), in plan
+    order, as decrypted names: GHGAF1.bam for GHGAF1.bam.c4gh. Skipped and unavailable
+    files are left out. With extension=".bam": only BAMs, named without it (GHGAF1).
+    Call it inside an input function: it waits for the plan (the checkpoint).
+    """
+    return delivered_names(read_plan(Path(planned_plan())), extension)
+
+
+def ghga_files(kind="decrypted", extension=""):
+    """An input function for your rules: the paths of the delivered files, decrypted
+    (<decrypted_dir>/<name>, made by decrypt_file) or encrypted (<output_dir>/<name>.c4gh).
+    """
+    if kind not in ("decrypted", "encrypted"):
+        raise ValueError(
+            f"ghga_files: kind must be 'decrypted' or 'encrypted', not {kind!r}"
+        )
+    pattern = (
+        f"{DECRYPTED_DIR}/{{}}{extension}"
+        if kind == "decrypted"
+        else f"{OUTPUT_DIR}/{{}}{extension}.c4gh"
+    )
+
+    def files(wildcards):
+        return [pattern.format(name) for name in ghga_names(extension)]
+
+    return files
 
 
 def download_priority(wildcards):

@@ -29,7 +29,13 @@ rule download_file:
     input:
         release=release_gate,
     output:
-        c4gh=f"{OUTPUT_DIR}/{{file_name}}",
+        # keep_encrypted: false lets Snakemake remove it once decrypt_file has verified
+        # the decrypted copy (a failed decryption keeps it).
+        c4gh=(
+            f"{OUTPUT_DIR}/{{file_name}}"
+            if SETTINGS.keep_encrypted
+            else temp(f"{OUTPUT_DIR}/{{file_name}}")
+        ),
         result=f"{STATE_DIR}/results/{{file_name}}.json",
     log:
         f"{LOG_DIR}/download/{{file_name}}.log",
