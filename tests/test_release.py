@@ -222,3 +222,5 @@ def test_downloads_ahead_is_downloads_after_without_the_walk(tmp_path: Path) -> 
         expected = downloads_after(entries, name, 4)
         assert downloads_ahead(tmp_path / "ghga_plan.tsv", name, 4) == expected
     assert downloads_ahead(tmp_path / "ghga_plan.tsv", names[0], 4) == ["F1", "F2", "F3", "F4"]
+    (tmp_path / names[2]).write_bytes(b"x")  # finished since the plan (a re-run reuses it)
+    assert downloads_ahead(tmp_path / "ghga_plan.tsv", names[0], 4) == ["F1", "F3", "F4", "F5"]

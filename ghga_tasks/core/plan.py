@@ -274,19 +274,34 @@ def downloads_after(entries: list[PlanEntry], file_name: str, count: int) -> lis
 
 
 def downloads_ahead(path: Path, file_name: str, count: int) -> list[str]:
-    """:func:`downloads_after` for the plan file, with its order built once per version of
-    the plan: every download job asks, and a walk over the batch per file grew with it."""
-    file_ids, position = _download_order(*_version(path))
+    """The file IDs of the next ``count`` files after ``file_name`` still to be downloaded
+    (no final file yet; a re-run keeps the plan of a run that completed some), in plan
+    order: what :func:`downloads_after` gives for a fresh plan, with the order built once
+    per version of the plan. Every download job asks, and a walk over the batch per file
+    grew with it; the files looked at are bounded too."""
+    files, position = _download_order(*_version(path))
     index = position.get(file_name)
-    return [] if index is None else list(file_ids[index + 1 : index + 1 + count])
+    if index is None:
+        return []
+    ahead = []
+    for file_id, name in files[index + 1 : index + 1 + AHEAD_LOOKED_AT * count]:
+        if not (path.parent / name).exists():
+            ahead.append(file_id)
+            if len(ahead) == count:
+                break
+    return ahead
+
+
+AHEAD_LOOKED_AT = 4  # downloads_ahead looks at most this many times ``count`` files on
 
 
 @functools.lru_cache(maxsize=4)
 def _download_order(
     path: str, inode: int, mtime_ns: int, size: int
-) -> tuple[tuple[str, ...], dict[str, int]]:
+) -> tuple[tuple[tuple[str, str], ...], dict[str, int]]:
     entries = [e for e in _parse_plan(path, inode, mtime_ns, size) if e.to_download]
-    return tuple(e.file_id for e in entries), {e.file_name: i for i, e in enumerate(entries)}
+    order = tuple((e.file_id, e.file_name) for e in entries)
+    return order, {e.file_name: i for i, e in enumerate(entries)}
 
 
 def download_ranks(path: Path) -> dict[str, int]:
