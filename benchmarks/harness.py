@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -178,6 +179,9 @@ def _one_run(ctx: Context, scenario: str, entry: Entry, round_number: int) -> Ru
     report = rundir / "downloads" / "ghga_report.tsv"
     run = replace(run, transfer_seconds=transfer_seconds(report), finished_at=finish_times(report))
     shutil.rmtree(rundir, ignore_errors=True)  # downloads can be gigabytes
+    # The next competitor starts on a quiet disk: a download that never syncs (curl,
+    # aria2c) must not leave its writeback to slow the next one's fsync.
+    os.sync()
     log.info(
         "%s %-24s round %d: %.2f s, peak RSS %.0f MiB%s",
         scenario, name, round_number + 1, run.seconds, run.peak_rss / MIB,
