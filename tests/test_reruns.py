@@ -209,14 +209,16 @@ def test_module_consumer_warns_exactly_when_jobs_are_not_threads(
     assert summary[-1].startswith("Report: /") and summary[-1].endswith("downloads/ghga_report.tsv")
 
 
+CLI_DOWNLOAD = [str(BIN / "ghga-tasks"), "download", "--yes", "--config", "part_size=65536"]
+
+
 def test_second_cli_run_beside_a_running_one_is_refused_before_it_writes(
     sandbox_factory, project
 ) -> None:
     sandbox = sandbox_factory(SLOW)
     sandbox.set_faults("GHGAF1", Faults(delay_seconds=0.3))
-    command = [str(BIN / "ghga-tasks"), "download", "--yes", "--config", "part_size=65536"]
     first = subprocess.Popen(
-        command, cwd=project, env=environment(sandbox), stdout=subprocess.PIPE,
+        CLI_DOWNLOAD, cwd=project, env=environment(sandbox), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -224,7 +226,7 @@ def test_second_cli_run_beside_a_running_one_is_refused_before_it_writes(
         plan = project / "downloads/ghga_plan.tsv"
         plan_before = (plan.read_bytes(), plan.stat().st_mtime_ns)
         second = subprocess.run(
-            command, cwd=project, env=environment(sandbox), capture_output=True, text=True,
+            CLI_DOWNLOAD, cwd=project, env=environment(sandbox), capture_output=True, text=True,
             timeout=120,
         )  # fmt: skip
         assert second.returncode == 1
@@ -243,9 +245,8 @@ def test_the_cli_runs_again_after_it_was_killed_mid_file(sandbox_factory, projec
     not trip over the stale one."""
     sandbox = sandbox_factory(SLOW)
     sandbox.set_faults("GHGAF1", Faults(delay_seconds=0.3))
-    command = [str(BIN / "ghga-tasks"), "download", "--yes", "--config", "part_size=65536"]
     first = subprocess.Popen(
-        command, cwd=project, env=environment(sandbox), stdout=subprocess.PIPE,
+        CLI_DOWNLOAD, cwd=project, env=environment(sandbox), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     wait_for(project / "downloads/GHGAF1.bam.c4gh.part", first)
@@ -254,7 +255,7 @@ def test_the_cli_runs_again_after_it_was_killed_mid_file(sandbox_factory, projec
     sandbox.set_faults("GHGAF1", Faults())
 
     again = subprocess.run(
-        command, cwd=project, env=environment(sandbox), capture_output=True, text=True,
+        CLI_DOWNLOAD, cwd=project, env=environment(sandbox), capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-2000:]
