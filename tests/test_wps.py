@@ -365,6 +365,10 @@ def _wkvs_without_dcs_url(sandbox: Sandbox, settings: Settings, tmp_path: Path):
     return settings, sandbox.env()
 
 
+def _wrong_wkvs_url(sandbox: Sandbox, settings: Settings, tmp_path: Path):
+    return settings, {**sandbox.env(), "GHGA_WKVS_URL": f"{sandbox.base_url}/not-the-wkvs"}
+
+
 def _wkvs_naming_a_plain_http_dcs(sandbox: Sandbox, settings: Settings, tmp_path: Path):
     sandbox.well_known_values.overrides["dcs_api_url"] = "http://dcs.example.org/ga4gh/drs/v1"
     return settings, sandbox.env()
@@ -394,8 +398,9 @@ def _every_wot_expired(sandbox: Sandbox, settings: Settings, tmp_path: Path):
         (_malformed_token, ConfigurationError, 2, "is not a GHGA download token"),
         # The WPS refuses an expired package with 403 and says why.
         (_expired_work_package, AuthorizationError, 1, "Work package has expired"),
-        # A WKVS (or a wrong wkvs_url) without one of the values we need.
-        (_wkvs_without_dcs_url, ApiError, 1, "lack dcs_api_url"),
+        # A wrong wkvs_url (a 404 page), or a service there without the values we need.
+        (_wrong_wkvs_url, ConfigurationError, 2, "wkvs_url: .*/not-the-wkvs is not GHGA's"),
+        (_wkvs_without_dcs_url, ConfigurationError, 2, "wkvs_url: .* lack dcs_api_url"),
         # A WKVS that sends WOTs to a Download API over plain http on another machine.
         (_wkvs_naming_a_plain_http_dcs, ApiError, 1, "dcs_api_url: .* plain http"),
         # The WOT names another key than the user's key file: the envelope would be

@@ -223,21 +223,31 @@ def fetch_well_known_values(
     Plain http URLs in the answer are refused unless to loopback or ``allow_http``."""
     url = f"{wkvs_url}/values"
     response = _send(session, "GET", url, timeout=timeout)
-    if response.status_code != 200:
+    if response.status_code >= 500:
         raise ApiError(
             url=url,
             status_code=response.status_code,
-            problem=f"no well-known values ({error_reason(response)}); is wkvs_url right?",
+            problem=f"no well-known values ({error_reason(response)})",
         )
-    body = _json_body(response, url)
+    if response.status_code != 200:  # a 404 page, another service: the URL is wrong
+        raise _not_the_wkvs(wkvs_url, f"HTTP {response.status_code} from {url}")
+    try:
+        body = response.json()
+    except ValueError:
+        raise _not_the_wkvs(wkvs_url, f"{url} did not answer JSON") from None
     missing = [name for name in REQUIRED_VALUES if not isinstance(body, dict) or name not in body]
     if missing:
-        raise ApiError(
-            url=url, problem=f"the well-known values lack {', '.join(missing)}; is wkvs_url right?"
-        )
+        raise _not_the_wkvs(wkvs_url, f"its values lack {', '.join(missing)}")
     return WellKnownValues(
         wps_api_url=_url_value(body, "wps_api_url", url, allow_http),
         dcs_api_url=_url_value(body, "dcs_api_url", url, allow_http),
+    )
+
+
+def _not_the_wkvs(wkvs_url: str, answer: str) -> ConfigurationError:
+    return ConfigurationError(
+        setting="wkvs_url",
+        problem=f"{wkvs_url} is not GHGA's well-known values service ({answer}); check the URL",
     )
 
 
