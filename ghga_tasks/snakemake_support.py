@@ -28,7 +28,12 @@ from typing import Any
 from ghga_tasks.core import release, shutdown
 from ghga_tasks.core.errors import GhgaTasksError, OutputLocked
 from ghga_tasks.core.locks import hold_run_lock
-from ghga_tasks.core.report import summary_lines, write_report_if_files_failed, written_since
+from ghga_tasks.core.report import (
+    interruption,
+    summary_lines,
+    write_report_if_files_failed,
+    written_since,
+)
 
 NO_THREADS_WARNING = (
     "ghga-tasks: each download job starts its own Snakemake process (slow for many files); "
@@ -85,7 +90,10 @@ def _end_of_run(output_dir: Path, started: float) -> None:
     try:
         write_report_if_files_failed(output_dir, since=started)
         if _summary_at_exit and written_since(output_dir, started):
-            print("\n".join(["", *summary_lines(output_dir)]), file=sys.stderr)
+            lines = ["", *summary_lines(output_dir)]
+            if shutdown.REQUESTED.is_set():  # Ctrl-C or SIGTERM: the CLI's last line too
+                lines.append(f"Interrupted: {interruption(output_dir).detail}.")
+            print("\n".join(lines), file=sys.stderr)
     except (GhgaTasksError, OSError, ValueError) as error:  # never a traceback at exit
         print(f"ghga-tasks: no summary: {error}", file=sys.stderr)
 

@@ -17,7 +17,7 @@ def test_a_decryption_beside_a_download_keeps_to_its_own_log(tmp_path) -> None:
     download_started, decrypt_logged = threading.Event(), threading.Event()
 
     def download() -> None:
-        with jobs.job_log(download_log):
+        with jobs.JobLog(download_log):
             download_started.set()
             connection = threading.Thread(target=log.info, args=("range 1 done",))
             connection.start()
@@ -27,7 +27,7 @@ def test_a_decryption_beside_a_download_keeps_to_its_own_log(tmp_path) -> None:
 
     def decrypt() -> None:
         download_started.wait(5)
-        with jobs.job_log(decrypt_log, one_thread=True):
+        with jobs.JobLog(decrypt_log, one_thread=True):
             log.info("decrypted and verified")
             decrypt_logged.set()
 

@@ -35,20 +35,20 @@ log = logging.getLogger("ghga_tasks")
 
 def plan(settings_json: str, log_file: Path) -> None:
     """The ``plan_downloads`` checkpoint: probe, write the plan, apply the skip policy."""
-    with job_log(log_file):
+    with JobLog(log_file):
         batch.plan_and_apply_skip_policy(Settings.from_mapping(json.loads(settings_json)))
 
 
 def report(output_dir: Path, log_file: Path) -> None:
     """The ``report`` rule: ghga_report.tsv from the plan and the result records."""
-    with job_log(log_file):
+    with JobLog(log_file):
         write_report(output_dir)
 
 
 def download(settings_file: Path, file_name: str, log_file: Path, gate: str = "") -> DownloadResult:
     """The ``download_file`` rule: one planned file, logged to ``log_file`` (``gate``: the
     release marker it waited for, see ``release``)."""
-    with job_log(log_file):
+    with JobLog(log_file):
         settings = state.load_settings(settings_file)
         opened = _opened(settings, _ghga_env())
         # The next jobs are this process's too: their metadata overlaps this download.
@@ -62,7 +62,7 @@ FETCH_AHEAD = 4  # files whose metadata is fetched while one downloads (core/pre
 
 def decrypt(settings_file: Path, file_name: str, log_file: Path) -> None:
     """The ``decrypt_file`` rule: one downloaded file to ``decrypted_dir``, verified."""
-    with job_log(log_file, one_thread=True):
+    with JobLog(log_file, one_thread=True):
         decrypt_downloaded(state.load_settings(settings_file), file_name)
 
 
@@ -77,43 +77,58 @@ def _ghga_env() -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("GHGA_")))
 
 
-@contextlib.contextmanager
-def job_log(path: Path, *, one_thread: bool = False) -> Iterator[None]:
+class JobLog:
     """Our log lines go to the job's log file (not Snakemake's output) while it runs.
 
     Downloads never run two at a time, so a download's handler on the ``ghga_tasks``
     logger takes every line (its connection threads' included) except those of jobs that
     keep to ``one_thread`` (decryptions, which may run beside it): those take only their
     own thread's lines.
+
+    An error ends the job as one ``Error: …`` line, in its log and in Snakemake's output,
+    and leaves with no traceback of our code (Snakemake prints an exception's frames; a
+    class, not a generator: ``contextlib`` would put the traceback back). A stop request
+    ends it as ``Interrupted``, said in the job log only: the front end ends the run with
+    its own ``Interrupted:`` line.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="w")
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
-    thread = threading.get_ident()
-    if one_thread:
-        _one_thread_jobs.add(thread)
-        handler.addFilter(lambda record: record.thread == thread)
-    else:
-        handler.addFilter(lambda record: record.thread not in _one_thread_jobs)
-    try:
-        with _jobs_logging():
-            log.addHandler(handler)
-            yield
-    except GhgaTasksError as error:
-        log.error("Error: %s", error)
-        # Snakemake prints the message with the traceback: ours says nothing to a user.
-        raise error.with_traceback(None) from None
-    except KeyboardInterrupt:
-        interrupted = Interrupted()
-        log.error("Error: %s", interrupted)
-        raise interrupted from None
-    finally:
-        log.removeHandler(handler)
-        handler.close()
-        _one_thread_jobs.discard(thread)
+
+    def __init__(self, path: Path, *, one_thread: bool = False) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handler = logging.FileHandler(path, mode="w")
+        self._handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+        self._thread = threading.get_ident()
+        self._one_thread = one_thread
+        self._logging = _jobs_logging()
+
+    def __enter__(self) -> None:
+        thread = self._thread
+        if self._one_thread:
+            _one_thread_jobs.add(thread)
+            self._handler.addFilter(lambda record: record.thread == thread)
+        else:
+            self._handler.addFilter(lambda record: record.thread not in _one_thread_jobs)
+        self._logging.__enter__()
+        log.addHandler(self._handler)
+
+    def __exit__(self, _type: object, error: BaseException | None, _tb: object) -> None:
+        stopped = isinstance(error, KeyboardInterrupt | Interrupted)
+        try:
+            if stopped:
+                log.info("Stopped: %s", error if isinstance(error, Interrupted) else Interrupted())
+            self._logging.__exit__(None, None, None)  # Snakemake's output sees ours again
+            if isinstance(error, GhgaTasksError) and not stopped:
+                log.error("Error: %s", error)
+        finally:
+            log.removeHandler(self._handler)
+            self._handler.close()
+            _one_thread_jobs.discard(self._thread)
+        if isinstance(error, KeyboardInterrupt):
+            raise Interrupted() from None
+        if isinstance(error, GhgaTasksError):
+            error.__traceback__ = None  # re-raised as it is, from the ``with`` line
 
 
-_one_thread_jobs: set[int] = set()
+_one_thread_jobs: set[int] = set()  # threads of jobs that keep to their own lines
 
 
 class _JobsLogging:

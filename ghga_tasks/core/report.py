@@ -108,6 +108,9 @@ def files_failed(output_dir: Path) -> FilesFailed | None:
     )
 
 
+STOPPED_BEFORE = "not downloaded: the run stopped before this file"
+
+
 def _report_row(output_dir: Path, entry: PlanEntry) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(REPORT_COLUMNS, "")
     row.update(
@@ -140,12 +143,13 @@ def _outcome(output_dir: Path, entry: PlanEntry) -> dict[str, Any]:
         return {**{k: v for k, v in carried.items() if v is not None}, "outcome": "downloaded"}
     if existing is not None:  # under the final name, but no longer what was downloaded
         return {"outcome": "failed", "error": f"{existing.why_not}; delete it and run again"}
-    return {"outcome": "failed", "error": "not downloaded: the run stopped before this file"}
+    return {"outcome": "failed", "error": STOPPED_BEFORE}
 
 
 # --- the summary both front ends print at the end of a run ---------------------------------
 
 INTERRUPTED = "interrupted"  # shown for a failure that was a stop request (Ctrl-C, SIGTERM)
+NOT_STARTED = "not started"  # shown for a file the run ended before (it has no failure)
 
 
 def summary_lines(output_dir: Path) -> list[str]:
@@ -219,6 +223,8 @@ def _seconds(value: float) -> str:
 def _shown_outcome(output_dir: Path, row: dict[str, str]) -> str:
     if row["outcome"] != "failed":
         return row["outcome"]
+    if row["error"] == STOPPED_BEFORE:
+        return NOT_STARTED
     failure = state.read_failure(output_dir, row["file_name"])
     stopped = failure is not None and failure.get("exit_code") == Interrupted.exit_code
     return INTERRUPTED if stopped else "failed"
