@@ -178,6 +178,8 @@ def _one_run(ctx: Context, scenario: str, entry: Entry, round_number: int) -> Ru
     problem = check_outputs(run, rundir / "downloads", entry.expect)
     report = rundir / "downloads" / "ghga_report.tsv"
     run = replace(run, transfer_seconds=transfer_seconds(report), finished_at=finish_times(report))
+    if report.exists():  # kept beside the log: where each file's time went
+        shutil.copy(report, ctx.workdir / "logs" / scenario / f"{slug}-{round_number}.report.tsv")
     shutil.rmtree(rundir, ignore_errors=True)  # downloads can be gigabytes
     # The next competitor starts on a quiet disk: a download that never syncs (curl,
     # aria2c) must not leave its writeback to slow the next one's fsync.

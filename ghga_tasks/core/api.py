@@ -123,7 +123,13 @@ class _NoUrllib3RetryLines(logging.Filter):
 logging.getLogger("urllib3.connectionpool").addFilter(_NoUrllib3RetryLines())
 
 
-def make_session(*, retries: int = 5, pool_size: int = 8) -> requests.Session:
+# How many requests the plan sends at once (one probe, after a work order token, per
+# file): on a 40 ms round trip 204 files take 2 s with 8 at once, 1 s with 16 (S7). The
+# sessions keep as many connections, so none pays a new handshake.
+PARALLEL_REQUESTS = 16
+
+
+def make_session(*, retries: int = 5, pool_size: int = PARALLEL_REQUESTS) -> requests.Session:
     """A session that retries transient failures of idempotent requests with backoff.
 
     TLS certificates are always verified (``requests``' default, never switched off).

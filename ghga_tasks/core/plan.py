@@ -29,14 +29,13 @@ from enum import StrEnum
 from pathlib import Path
 
 from . import state
-from .api import DownloadApi, ProbeResult, Staged, Staging, Unavailable
+from .api import PARALLEL_REQUESTS, DownloadApi, ProbeResult, Staged, Staging, Unavailable
 from .errors import ApiError, AuthorizationError, Cancelled, ConfigurationError
 from .work_package import C4GH_SUFFIX, FileSpec, dotted_extension, validate_file_id
 
 log = logging.getLogger(__name__)
 
 PLAN_FILE = "ghga_plan.tsv"
-PROBE_WORKERS = 8
 ENVELOPE_SIZE = 124  # bytes each downloaded file has on top of its DRS size
 
 
@@ -117,7 +116,7 @@ def plan_downloads(
     """Probe every file not yet in ``output_dir`` (in parallel) and return the ordered plan."""
     existing = {spec: state.existing_file(output_dir, spec.file_name) for spec in files}
     to_probe = [spec for spec in files if existing[spec] is None]
-    with ThreadPoolExecutor(max_workers=PROBE_WORKERS, thread_name_prefix="probe") as pool:
+    with ThreadPoolExecutor(max_workers=PARALLEL_REQUESTS, thread_name_prefix="probe") as pool:
         outcomes = list(pool.map(lambda s: _probe_isolated(api, s.file_id), to_probe))
     failures = [outcome for outcome in outcomes if isinstance(outcome, ApiError)]
     if failures and len(failures) == len(outcomes):

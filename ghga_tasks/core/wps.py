@@ -45,6 +45,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .api import (
+    PARALLEL_REQUESTS,
     RETRY_STATUSES,
     DownloadApi,
     LenientRetry,
@@ -179,8 +180,11 @@ def wps_session(*, retries: int) -> requests.Session:
         raise_on_status=False,
     )
     session = requests.Session()
-    session.mount("http://", HTTPAdapter(max_retries=retry))
-    session.mount("https://", HTTPAdapter(max_retries=retry))
+    adapter = HTTPAdapter(
+        max_retries=retry, pool_connections=PARALLEL_REQUESTS, pool_maxsize=PARALLEL_REQUESTS
+    )
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
     session.headers["User-Agent"] = "ghga-tasks"
     return session
 
