@@ -5,6 +5,7 @@ the warning when jobs are not threads. Real Snakemake against the sandbox on loo
 
 from __future__ import annotations
 
+import functools
 import signal
 import subprocess
 import sys
@@ -261,3 +262,18 @@ def test_the_cli_runs_again_after_it_was_killed_mid_file(sandbox_factory, projec
     assert again.returncode == 0, again.stderr[-2000:]
     assert (project / "downloads/GHGAF1.bam.c4gh").exists()
     assert not (project / "downloads/GHGAF1.bam.c4gh.part").exists()
+
+
+def test_a_second_cli_run_says_there_is_nothing_to_download(sandbox_factory, project) -> None:
+    sandbox = sandbox_factory(BATCH)
+    run = functools.partial(
+        subprocess.run, CLI_DOWNLOAD, cwd=project, env=environment(sandbox),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    first = run()
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert f"Downloading {len(BATCH)} file(s) to downloads\n" in first.stdout
+    again = run()
+    assert again.returncode == 0, again.stderr[-2000:]
+    done = f"Nothing to download: {len(BATCH)} file(s) already downloaded by an earlier run."
+    assert done in again.stdout.splitlines(), again.stdout

@@ -178,10 +178,18 @@ def download_batch(
         ),
     )
     state.save_settings(settings)
-    click.echo(
-        f"\nDownloading {sum(e.to_download for e in entries)} file(s) to {settings.output_dir}"
-    )
+    click.echo(f"\n{_what_runs(entries, settings.output_dir)}")
     _run_and_report(settings, entries, cores=cores, verbose=verbose, quiet=quiet, workdir=workdir)
+
+
+def _what_runs(entries: list[PlanEntry], output_dir: Path) -> str:
+    """The line before the downloads: how many, and how many an earlier run finished."""
+    count = sum(e.to_download for e in entries)
+    done = sum(e.status == Status.DOWNLOADED for e in entries)
+    earlier = f"{done} file(s) already downloaded by an earlier run" if done else ""
+    if not count:
+        return f"Nothing to download{': ' + earlier if earlier else ''}."
+    return f"Downloading {count} file(s) to {output_dir}{f' ({earlier})' if earlier else ''}"
 
 
 def _run_and_report(
