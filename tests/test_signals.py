@@ -287,18 +287,19 @@ def test_part_left_by_a_sigkilled_snakemake_is_replaced_by_the_next_run(
     sandbox_factory, user_keys, tmp_path, record_property
 ) -> None:
     """The download is a thread of snakemake: SIGKILL ends both mid-file and leaves the
-    ``.part``. The next run (a new working directory: the dead one's Snakemake lock stays)
-    replaces it and completes the file."""
+    ``.part``. The same command again, in the same directory (no ``--unlock``: the
+    profile takes no Snakemake lock, and our run lock died with the run), replaces it and
+    completes the file."""
     sandbox = slowed(sandbox_factory(FILES))
     output = tmp_path / "downloads"
-    first = start_snakemake(sandbox, project(tmp_path, user_keys, "first"), f"output_dir={output}")
+    workdir = project(tmp_path, user_keys)
+    first = start_snakemake(sandbox, workdir, f"output_dir={output}")
     wait_for(output / f"{SLOW_NAME}.part", first)
     os.killpg(first.pid, signal.SIGKILL)
     first.communicate(timeout=60)
     assert (output / f"{SLOW_NAME}.part").exists()  # what a SIGKILL leaves
     sandbox.clear_faults()
-    second = project(tmp_path, user_keys, "second")
-    run = finish(start_snakemake(sandbox, second, f"output_dir={output}", "skip_downloaded=true"))
+    run = finish(start_snakemake(sandbox, workdir, f"output_dir={output}"))
     promise = check_promise(output, sandbox, user_keys.secret_key, [run.output])
     record(record_property, scenario="SIGKILL to snakemake mid-file, then the next run",
            area=SIGNALS, run=run, promise=promise)  # fmt: skip

@@ -126,6 +126,7 @@ def test_the_cli_runs_snakemake_with_the_default_profile_as_it_is() -> None:
         "use_threads": True,
         "keep_going": True,
         "rerun_triggers": ["mtime", "params", "input"],
+        "lock": False,
     }
     with pytest.raises(ValueError, match="does not pass on"):
         profile_settings({**default_profile(), "latency-wait": 5})

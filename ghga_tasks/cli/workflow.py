@@ -58,6 +58,7 @@ PROFILE_KEYS = {
     "force-use-threads": "the execution settings' use_threads",
     "keep-going": "the execution settings' keep_going",
     "rerun-triggers": "the DAG settings' rerun_triggers",
+    "nolock": "the execution settings' lock (negated)",
     "resources": "none: the workflow itself limits downloads to 1 (it wins anyway)",
 }
 
@@ -72,6 +73,7 @@ def profile_settings(profile: dict[str, Any]) -> dict[str, Any]:
         "use_threads": bool(profile["force-use-threads"]),
         "keep_going": bool(profile["keep-going"]),
         "rerun_triggers": [str(trigger) for trigger in profile["rerun-triggers"]],
+        "lock": not profile["nolock"],
     }
 
 
@@ -129,10 +131,8 @@ def run_workflow(
                 execution_settings=ExecutionSettings(
                     use_threads=profile["use_threads"],
                     keep_going=profile["keep_going"],
-                    # Our run lock on the output directory, held for the whole run, keeps
-                    # a second run out. Snakemake's own lock would only add a stale one to
-                    # trip over after a SIGKILL ("a workflow step failed").
-                    lock=False,
+                    # No Snakemake lock: ours keeps a second run out and dies with the run.
+                    lock=profile["lock"],
                 ),
                 scheduling_settings=SchedulingSettings(scheduler=profile["scheduler"]),
                 scheduler_settings=GreedySchedulerSettings(),
