@@ -22,6 +22,7 @@ from crypt4gh import lib
 from ghga_tasks.core.work_package import FileSpec
 from ghga_tasks.sandbox import Sandbox, SandboxFile
 from ghga_tasks.sandbox.faults import Faults
+from ghga_tasks.sandbox.wps import WPS_BASE_PATH
 
 pytestmark = [pytest.mark.snakemake, pytest.mark.slow]
 
@@ -131,6 +132,7 @@ def test_a_refused_file_cancels_the_cli_run_unless_skipping_is_allowed(
     assert "--skip-unavailable" in cancelled.stderr
     assert not list((project / "downloads").glob("*.c4gh"))
 
+    sandbox.requests.clear()
     skipped = subprocess.run(
         [*command, "--skip-unavailable"],
         cwd=project, env=env, capture_output=True, text=True, timeout=300,
@@ -138,6 +140,12 @@ def test_a_refused_file_cancels_the_cli_run_unless_skipping_is_allowed(
     assert skipped.returncode == 0, skipped.stderr
     assert (project / "downloads/GHGAF00000000000004.c4gh").exists()
     assert "File not available for download" in skipped.stdout
+    # The downloads reuse the plan's work package (the skip answers changed the settings).
+    lookups = [
+        r for r in sandbox.requests.matching(path_prefix=WPS_BASE_PATH, method="GET")
+        if "/work-packages/" in r.path and not r.path.endswith("/work-order-tokens")
+    ]  # fmt: skip
+    assert len(lookups) == 1, lookups
 
 
 def test_ghga_public_key_setting_enforces_the_envelope_writer(sandbox_factory, project) -> None:

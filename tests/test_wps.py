@@ -565,7 +565,7 @@ def test_snakemake_wps_run_downloads_and_leaks_no_token(
         for r in sandbox.requests.matching(path_prefix=WPS_BASE_PATH, method="GET")
         if "/work-packages/" in r.path and not r.path.endswith("/work-order-tokens")
     ]
-    assert len(lookups) == 2  # by the plan, then once for all downloads: not once per file
+    assert len(lookups) == 1  # by the plan; its downloads reuse it: not once per file
     for path in workdir.rglob("*"):  # logs, plan, report, state, .snakemake metadata
         if path.is_file():
             assert_no_secret_in(path.read_bytes().decode("latin-1"), sandbox)

@@ -12,9 +12,11 @@ report in ``report``.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from . import state
@@ -65,11 +67,14 @@ def download_api(work_package: WorkPackage, settings: Settings) -> DownloadApi:
 
 
 def plan_batch(settings: Settings, environ: Mapping[str, str] | None = None) -> list[PlanEntry]:
-    """Check the key, probe every file (starting staging), write the plan and settings."""
-    work_package = load_work_package(settings, environ)
-    check_public_key(settings.user_public_key, work_package.user_public_key)
+    """Check the key, probe every file (starting staging), write the plan and settings.
+
+    Without ``environ`` the work package is this process's shared one: the download jobs
+    that follow in the same process (the CLI, or Snakemake's threads) reuse its work
+    order tokens and connections instead of asking for them again."""
+    opened = open_work_package(settings, environ) if environ else shared_work_package(settings)
+    work_package, api = opened.work_package, opened.api
     log.info("work package of user %s: %d file(s)", work_package.user_id, len(work_package.files))
-    api = download_api(work_package, settings)
     api.check_health()
     entries = plan_downloads(work_package.files, api, settings.output_dir)
     write_plan(entries, plan_path(settings.output_dir))
@@ -139,6 +144,20 @@ def open_work_package(
     work_package = load_work_package(settings, environ)
     check_public_key(settings.user_public_key, work_package.user_public_key)
     return OpenWorkPackage(work_package, download_api(work_package, settings))
+
+
+def shared_work_package(settings: Settings) -> OpenWorkPackage:
+    """:func:`open_work_package` once per process, for as long as the settings and the
+    ``GHGA_*`` variables stay the same. The skip policy is left out of that comparison:
+    the CLI answers it after the plan, and it has no say in the work package."""
+    ghga_env = sorted((k, v) for k, v in os.environ.items() if k.startswith("GHGA_"))
+    opening = replace(settings, skip_downloaded=False, skip_unavailable=False)
+    return _opened(opening, tuple(ghga_env))
+
+
+@functools.lru_cache(maxsize=4)
+def _opened(settings: Settings, _env: tuple[tuple[str, str], ...]) -> OpenWorkPackage:
+    return open_work_package(settings)  # ``_env`` only keys the cache
 
 
 def _download_and_record(

@@ -11,10 +11,8 @@ line there, and Ctrl-C or SIGTERM removes the ``.part`` (``shutdown``).
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,7 +48,7 @@ def download(settings_file: Path, file_name: str, log_file: Path, gate: str = ""
     release marker it waited for, see ``release``)."""
     with JobLog(log_file):
         settings = state.load_settings(settings_file)
-        opened = _opened(settings, _ghga_env())
+        opened = batch.shared_work_package(settings)  # the plan's too, when it ran here
         # The next jobs are this process's too: their metadata overlaps this download.
         plan = plan_path(settings.output_dir)
         opened.api.fetch_ahead(downloads_ahead(plan, file_name, FETCH_AHEAD))
@@ -64,17 +62,6 @@ def decrypt(settings_file: Path, file_name: str, log_file: Path) -> None:
     """The ``decrypt_file`` rule: one downloaded file to ``decrypted_dir``, verified."""
     with JobLog(log_file, one_thread=True):
         decrypt_downloaded(state.load_settings(settings_file), file_name)
-
-
-@functools.lru_cache(maxsize=4)
-def _opened(settings: Settings, _env: tuple[tuple[str, str], ...]) -> batch.OpenWorkPackage:
-    """The work package once per process, for as long as settings and ``GHGA_*``
-    variables stay the same (``_env`` only keys the cache)."""
-    return batch.open_work_package(settings)
-
-
-def _ghga_env() -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("GHGA_")))
 
 
 class JobLog:
