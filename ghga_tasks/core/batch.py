@@ -72,7 +72,11 @@ def plan_batch(settings: Settings, environ: Mapping[str, str] | None = None) -> 
     Without ``environ`` the work package is this process's shared one: the download jobs
     that follow in the same process (the CLI, or Snakemake's threads) reuse its work
     order tokens and connections instead of asking for them again."""
-    opened = open_work_package(settings, environ) if environ else shared_work_package(settings)
+    opened = (
+        open_work_package(settings, environ)
+        if environ is not None
+        else shared_work_package(settings)
+    )
     work_package, api = opened.work_package, opened.api
     log.info("work package of user %s: %d file(s)", work_package.user_id, len(work_package.files))
     api.check_health()
