@@ -4,10 +4,14 @@ each object-store connection is capped at 25 MiB/s, as on a real network.
 
 This kernel has no ``netem``: a small TCP proxy in user space holds every chunk the client
 sends for one round trip before passing it on (a GET is one chunk, so one round trip per
-request), and a new connection costs one more (the TCP handshake). Answers flow back at
-once. One proxy sits in front of the sandbox's API, one in front of nginx's capped port.
-The sandbox builds the URLs it hands out from the ``Host`` header, so clients that reach
-it through the proxy stay behind it.
+request), and a new connection costs one more (the TCP handshake). Answers flow back
+without delay; the object store's proxy lets them through at the cap, per connection (a
+token bucket with a 64 KiB burst). The cap is the proxy's, not nginx's ``limit_rate``:
+nginx grants every request a one-second burst on top of its rate, so a 256 KiB answer
+would never feel the cap, and many short ranges would beat it. One proxy sits in front of
+the sandbox's API, one in front of nginx's unlimited port. The sandbox builds the URLs it
+hands out from the ``Host`` header, so clients that reach it through the proxy stay
+behind it.
 """
 
 from __future__ import annotations
@@ -32,15 +36,32 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("benchmarks")
 BUFFER = 1024 * 1024
+BURST = 64 * 1024  # bytes a capped connection may send at once (and its read size)
 TARGET = 1.15  # x the ideal time
+
+
+class Throttle:
+    """A token bucket: ``take(n)`` returns once ``n`` more bytes fit into ``rate``."""
+
+    def __init__(self, rate: float, burst: int = BURST) -> None:
+        self.rate, self.burst = rate, burst
+        self._level, self._last = float(burst), time.monotonic()
+
+    def take(self, count: int) -> None:
+        now = time.monotonic()
+        self._level = min(self.burst, self._level + (now - self._last) * self.rate) - count
+        self._last = now
+        if self._level < 0:
+            time.sleep(-self._level / self.rate)
 
 
 class DelayingProxy:
     """``127.0.0.1:<port>`` forwarding to ``127.0.0.1:<target_port>``, ``delay`` seconds
-    of round trip added to every request and every new connection."""
+    of round trip added to every request and every new connection; with ``rate``, each
+    connection's answers are capped at that many bytes per second."""
 
-    def __init__(self, target_port: int, delay: float) -> None:
-        self.target_port, self.delay = target_port, delay
+    def __init__(self, target_port: int, delay: float, rate: float | None = None) -> None:
+        self.target_port, self.delay, self.rate = target_port, delay, rate
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._closed = threading.Event()
 
@@ -76,17 +97,29 @@ class DelayingProxy:
             return
         for sock in (client, server):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        threading.Thread(target=_relay, args=(server, client, 0.0), daemon=True).start()
-        _relay(client, server, self.delay)
+        throttle = Throttle(self.rate) if self.rate else None
+        threading.Thread(
+            target=_relay, args=(server, client), kwargs={"throttle": throttle}, daemon=True
+        ).start()
+        _relay(client, server, delay=self.delay)
 
 
-def _relay(source: socket.socket, sink: socket.socket, delay: float) -> None:
-    """Copy ``source`` to ``sink`` until either end closes, each chunk ``delay`` late."""
-    buffer = memoryview(bytearray(BUFFER))
+def _relay(
+    source: socket.socket,
+    sink: socket.socket,
+    *,
+    delay: float = 0.0,
+    throttle: Throttle | None = None,
+) -> None:
+    """Copy ``source`` to ``sink`` until either end closes, each chunk ``delay`` late, at
+    most at the ``throttle``'s rate."""
+    buffer = memoryview(bytearray(BURST if throttle else BUFFER))
     with contextlib.suppress(OSError):
         while count := source.recv_into(buffer):
             if delay:
                 time.sleep(delay)
+            if throttle:
+                throttle.take(count)
             sink.sendall(buffer[:count])
     for sock, how in ((sink, socket.SHUT_WR), (source, socket.SHUT_RD)):
         with contextlib.suppress(OSError):
@@ -110,12 +143,13 @@ def wan_files(sizes: Sizes) -> list[SandboxFile]:
 def s7_wan(ctx: Context, sizes: Sizes) -> list[Row]:
     files = wan_files(sizes)
     sandbox = ctx.sandbox("wan", files)
-    capped = urlsplit(ctx.objects.base_url("capped", SANDBOX_ROOTS.index("wan")))
+    store = urlsplit(ctx.objects.base_url("unlimited", SANDBOX_ROOTS.index("wan")))
     competitors = [GHGA_TASKS, SNAKEMAKE, OFFICIAL]
     unlimited = sandbox.archive.object_base_url
+    link = sizes.wan_rtt, sizes.rate_bytes
     with DelayingProxy(sandbox.port, sizes.wan_rtt) as api, \
-            DelayingProxy(int(capped.port or 80), sizes.wan_rtt) as objects:  # fmt: skip
-        sandbox.archive.object_base_url = objects.url(capped.path)
+            DelayingProxy(int(store.port or 80), *link) as objects:  # fmt: skip
+        sandbox.archive.object_base_url = objects.url(store.path)
         try:
             batch = _behind(batch_of(sandbox, files, connections=5), sandbox.base_url, api.url())
             expected = {c.name: expect_files(sandbox, files, envelope=True) for c in competitors}

@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
         (100, 4, 16),  # several waves
         (1000, 3, 1000),  # one part: no range is smaller than part_size
         (65_564 * 7 + 5, 4, 65_536),  # odd size
-        (3 * 1024 * 1024, 4, 16 * 1024 * 1024),  # small: no range under 1 MiB
+        (3 * 1024 * 1024, 4, 16 * 1024 * 1024),  # small: ranges of 64 KiB at least
         (64 * 1024, 4, 16 * 1024 * 1024),  # one range, no connection threads
     ],
 )
