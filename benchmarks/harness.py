@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from ghga_tasks.sandbox import Sandbox, SandboxFile, ensure_user_keypair
 from ghga_tasks.sandbox.files import ENVELOPE_SIZE
@@ -20,6 +21,7 @@ from .objectserver import ObjectServer
 from .results import MIB, Row
 
 log = logging.getLogger("benchmarks")
+T = TypeVar("T")
 
 MAX_ARG_STRLEN = 128 * 1024  # Linux's limit for one environment variable
 SANDBOX_ROOTS = ("transfer", "many", "plan", "memory", "wan")  # one nginx alias per sandbox
@@ -143,13 +145,17 @@ def run_rounds(
     before_each: Callable[[], None] = lambda: None,
     rounds: int | None = None,
 ) -> dict[str, list[Run] | str]:
-    """Run the competitors alternately for ``rounds``; per competitor its runs or why not."""
+    """Run the competitors alternately for ``rounds``; per competitor its runs or why not.
+
+    A run can leave the machine slower for whoever follows it (S1: the disk after
+    aria2c's deleted gigabyte). The order changes every round (see ``_order``), so in
+    three rounds nobody follows the same competitor twice and no median is biased."""
     outcome: dict[str, list[Run] | str] = {}
     for entry in entries:
         reason = ctx.skip.get(entry.competitor.name) or entry.competitor.available()
         outcome[entry.competitor.name] = reason if reason else []
     for round_number in range(rounds or ctx.rounds):
-        for entry in entries:
+        for entry in _order(entries, round_number):
             runs = outcome[entry.competitor.name]
             if isinstance(runs, str):
                 continue  # not available, or failed in an earlier round
@@ -157,6 +163,17 @@ def run_rounds(
             result = _one_run(ctx, scenario, entry, round_number)
             outcome[entry.competitor.name] = result if isinstance(result, str) else [*runs, result]
     return outcome
+
+
+def _order(entries: Sequence[T], round_number: int) -> list[T]:
+    """As given; reversed; every other one, then the rest. A rotation would not do: it
+    keeps everyone's predecessor."""
+    kind = round_number % 3
+    if kind == 1:
+        return list(reversed(entries))
+    if kind == 2:
+        return [*entries[::2], *entries[1::2]]
+    return list(entries)
 
 
 def _one_run(ctx: Context, scenario: str, entry: Entry, round_number: int) -> Run | str:

@@ -90,3 +90,15 @@ def test_drs_objects_point_at_the_external_object_base_url(tmp_path: Path, user_
         presigned = sandbox.presigned_url("GHGAF1")
     assert drs["access_methods"][0]["access_url"]["url"].startswith(f"{base}/s3/outbox/")
     assert presigned.startswith(f"{base}/s3/outbox/")
+
+
+def test_no_competitor_follows_the_same_one_twice_in_three_rounds() -> None:
+    """A run can slow down the next one (S1: the disk after aria2c): the order changes."""
+    from benchmarks.harness import _order
+
+    competitors = ["curl + fsync", "curl", "aria2c", "cli", "snakemake", "official"]
+    orders = [_order(competitors, round_number) for round_number in range(3)]
+    assert all(sorted(order) == sorted(competitors) for order in orders)
+    for name in competitors:
+        before = [order[order.index(name) - 1] for order in orders if order.index(name) > 0]
+        assert len(before) == len(set(before)), (name, orders)
