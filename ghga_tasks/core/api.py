@@ -129,8 +129,14 @@ logging.getLogger("urllib3.connectionpool").addFilter(_NoUrllib3RetryLines())
 PARALLEL_REQUESTS = 16
 
 
-def make_session(*, retries: int = 5, pool_size: int = PARALLEL_REQUESTS) -> requests.Session:
-    """A session that retries transient failures of idempotent requests with backoff.
+def make_session(
+    *,
+    retries: int = 5,
+    pool_size: int = PARALLEL_REQUESTS,
+    retried_methods: frozenset[str] = frozenset({"GET", "HEAD"}),
+) -> requests.Session:
+    """A session that retries transient failures of idempotent requests with backoff
+    (``retried_methods``: the requests that are idempotent for the API at hand).
 
     TLS certificates are always verified (``requests``' default, never switched off).
     """
@@ -139,7 +145,7 @@ def make_session(*, retries: int = 5, pool_size: int = PARALLEL_REQUESTS) -> req
         backoff_factor=0.5,
         backoff_max=30,
         status_forcelist=RETRY_STATUSES,
-        allowed_methods=frozenset({"GET", "HEAD"}),
+        allowed_methods=retried_methods,
         respect_retry_after_header=True,
         raise_on_status=False,
     )

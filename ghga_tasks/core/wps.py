@@ -42,13 +42,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from .api import (
-    PARALLEL_REQUESTS,
-    RETRY_STATUSES,
     DownloadApi,
-    LenientRetry,
     ProbeResult,
     describe,
     error_reason,
@@ -170,23 +166,7 @@ def open_download_token(token: DownloadToken, private_key: bytes, key_file: Path
 def wps_session(*, retries: int) -> requests.Session:
     """Like the Download API session, but POST is retried too: asking for a work order
     token twice only mints two tokens, it changes nothing else."""
-    retry = LenientRetry(
-        total=retries,
-        backoff_factor=0.5,
-        backoff_max=30,
-        status_forcelist=RETRY_STATUSES,
-        allowed_methods=frozenset({"GET", "POST"}),
-        respect_retry_after_header=True,
-        raise_on_status=False,
-    )
-    session = requests.Session()
-    adapter = HTTPAdapter(
-        max_retries=retry, pool_connections=PARALLEL_REQUESTS, pool_maxsize=PARALLEL_REQUESTS
-    )
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["User-Agent"] = "ghga-tasks"
-    return session
+    return make_session(retries=retries, retried_methods=frozenset({"GET", "POST"}))
 
 
 def _send(
