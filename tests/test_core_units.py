@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import itertools
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -21,8 +22,10 @@ from ghga_tasks.core.download import wait_until_staged
 from ghga_tasks.core.envelope import b64, check_envelope, check_writer, decode_envelope_body
 from ghga_tasks.core.errors import ConfigurationError, EnvelopeRejected
 from ghga_tasks.core.plan import (
+    ENVELOPE_SIZE,
     PlanEntry,
     Status,
+    bytes_needed,
     classify,
     delivered_names,
     order_entries,
@@ -199,6 +202,21 @@ def test_plan_file_round_trips(tmp_path: Path) -> None:
     header = (tmp_path / "ghga_plan.tsv").read_text().splitlines()[0].split("\t")
     for column in ("file_id", "extension", "file_name", "status", "retry_after", "size"):
         assert column in header
+
+
+def test_space_needed_counts_what_a_kept_part_already_holds(tmp_path: Path) -> None:
+    """A resumed .part is not counted twice (it is continued, or freed when replaced)."""
+    mib = 1024 * 1024
+    big = PlanEntry("F1", ".bam", "F1.bam.c4gh", Status.STAGED, 0.0, 8 * mib, "")
+    staging = PlanEntry("F2", "", "F2.c4gh", Status.STAGING, 4.0, -1, "")  # size unknown
+    done = PlanEntry("F3", "", "F3.c4gh", Status.DOWNLOADED, 0.0, 8 * mib, "")
+    entries = [big, staging, done]
+    assert bytes_needed(entries, tmp_path) == 8 * mib + ENVELOPE_SIZE
+    with (tmp_path / "F1.bam.c4gh.part").open("wb") as part:
+        part.write(b"x" * (3 * mib))  # written, not sparse
+    assert bytes_needed(entries, tmp_path) == 5 * mib + ENVELOPE_SIZE
+    os.truncate(tmp_path / "F1.bam.c4gh.part", 8 * mib)  # sparse beyond: holds no more
+    assert bytes_needed(entries, tmp_path) == 5 * mib + ENVELOPE_SIZE
 
 
 def test_plan_written_before_retry_at_existed_is_still_read(tmp_path: Path) -> None:

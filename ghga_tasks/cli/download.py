@@ -93,7 +93,7 @@ def show_plan(entries: list[PlanEntry], output_dir: Path) -> None:
         size = human_bytes(e.size) if e.size >= 0 else "?"
         wait = f"{e.retry_after:.0f} s" if e.status == Status.STAGING else ""
         click.echo(f"{e.file_name:<40} {size:>10}  {e.status:<12} {wait}")
-    needed = bytes_needed(entries)
+    needed = bytes_needed(entries, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(output_dir).free
     count = sum(e.to_download for e in entries)

@@ -31,7 +31,13 @@ from pathlib import Path
 from . import state
 from .api import PARALLEL_REQUESTS, DownloadApi, ProbeResult, Staged, Staging, Unavailable
 from .errors import ApiError, AuthorizationError, Cancelled, ConfigurationError
-from .work_package import C4GH_SUFFIX, FileSpec, dotted_extension, validate_file_id
+from .work_package import (
+    C4GH_SUFFIX,
+    PART_SUFFIX,
+    FileSpec,
+    dotted_extension,
+    validate_file_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,16 +165,29 @@ def _detail(entry: PlanEntry) -> str:
     return f" ({entry.reason})" if entry.reason else ""
 
 
-def bytes_needed(entries: list[PlanEntry]) -> int:
-    """Disk space the files known so far need (staged ones: envelope plus object; files
-    still staging have no size yet)."""
-    return sum(e.size + ENVELOPE_SIZE for e in entries if e.to_download and e.size >= 0)
+def bytes_needed(entries: list[PlanEntry], output_dir: Path) -> int:
+    """Disk space the files known so far still need: envelope plus object for each staged
+    one (files still staging have no size yet), less what an interrupted download's
+    ``.part`` already holds (resumed, or freed when it is replaced)."""
+    return sum(
+        max(0, e.size + ENVELOPE_SIZE - _bytes_on_disk(output_dir / (e.file_name + PART_SUFFIX)))
+        for e in entries
+        if e.to_download and e.size >= 0
+    )
+
+
+def _bytes_on_disk(path: Path) -> int:
+    """Bytes the file occupies (a ``.part`` is written at offsets: it may be sparse)."""
+    try:
+        return path.stat().st_blocks * 512
+    except FileNotFoundError:
+        return 0
 
 
 def warn_if_short_of_space(entries: list[PlanEntry], output_dir: Path) -> int:
     """Warn before anything downloads if the staged files alone do not fit; return the
     bytes they need (files still staging have no known size yet and need more)."""
-    needed = bytes_needed(entries)
+    needed = bytes_needed(entries, output_dir)
     directory = next(
         p for p in (output_dir.absolute(), *output_dir.absolute().parents) if p.exists()
     )
