@@ -177,10 +177,11 @@ def bytes_needed(entries: list[PlanEntry], output_dir: Path) -> int:
 
 
 def _bytes_on_disk(path: Path) -> int:
-    """Bytes the file occupies (a ``.part`` is written at offsets: it may be sparse)."""
+    """Bytes the file occupies (a ``.part`` is written at offsets: it may be sparse); 0
+    if it cannot be looked at (an estimate is no reason to stop: the download says why)."""
     try:
         return path.stat().st_blocks * 512
-    except FileNotFoundError:
+    except OSError:
         return 0
 
 
