@@ -102,3 +102,35 @@ def test_no_competitor_follows_the_same_one_twice_in_three_rounds() -> None:
     for name in competitors:
         before = [order[order.index(name) - 1] for order in orders if order.index(name) > 0]
         assert len(before) == len(set(before)), (name, orders)
+
+
+def test_the_wan_proxy_caps_each_connection_and_passes_every_byte() -> None:
+    """S7's link: answers at most at the cap (after one burst), requests a round trip late.
+    Only lower bounds: a slow machine can make it slower, never faster."""
+    import socket
+    import threading
+    import time
+
+    from benchmarks.wan import BURST, DelayingProxy
+
+    answer = bytes(range(256)) * 1024  # 256 KiB
+    rate, delay = 512 * 1024, 0.05
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = server.accept()
+        with connection:
+            connection.recv(16)
+            connection.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    with server, DelayingProxy(server.getsockname()[1], delay, rate) as proxy:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", proxy.port)) as client:
+            client.sendall(b"GET\n")
+            received = bytearray()
+            while chunk := client.recv(65536):
+                received += chunk
+        elapsed = time.monotonic() - started
+    assert bytes(received) == answer
+    assert elapsed >= 2 * delay + (len(answer) - BURST) / rate  # handshake, request, cap
